@@ -1,0 +1,244 @@
+"""Reading and writing robomimic HDF5 demonstration files with h5py.
+
+Layout (robomimic v0.3 / v1.5 datasets)::
+
+  data/                      attrs: env_args (JSON str), total (int: number of samples)
+    demo_<k>/                attrs: num_samples (int), model_file (MJCF xml str, optional)
+      obs/<key>              [T, D] float   low-dim observation keys
+      actions                [T, A] float   e.g. Lift: OSC_POSE delta in [-1, 1], gripper +-1
+      rewards                [T]    float
+      dones                  [T]    int
+      states                 [T, S] float   flattened MuJoCo states (for replay / reset)
+  mask/<filter_key>          [M] bytes      demo names, e.g. b"demo_3" (train / valid splits)
+
+Every reading error is a ``DatasetError`` naming the file, the demo and the key at fault.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Mapping, Sequence
+
+import h5py
+import numpy as np
+
+
+class DatasetError(ValueError):
+  """A robomimic file is missing, malformed or inconsistent. The message names file, demo and key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Episode:
+  """One demonstration, low-dim observations concatenated in the configured key order.
+
+  Attributes:
+    name: demo group name, e.g. ``"demo_0"``.
+    obs: [T, obs_dim] float32, the keys of ``Demos.obs_keys`` concatenated (raw units).
+    actions: [T, action_dim] float32 (raw units).
+  """
+  name: str
+  obs: np.ndarray
+  actions: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Demos:
+  """Demonstrations read from one file.
+
+  Attributes:
+    path: the file read.
+    episodes: the selected demos, in the file's sorted demo order.
+    obs_keys: observation keys, in concatenation order.
+    obs_key_dims: the width of each key in ``obs`` (same order).
+    env_args: the parsed ``data.attrs["env_args"]`` (empty dict if absent).
+  """
+  path: str
+  episodes: tuple[Episode, ...]
+  obs_keys: tuple[str, ...]
+  obs_key_dims: tuple[int, ...]
+  env_args: dict[str, Any]
+
+  @property
+  def obs_dim(self) -> int:
+    return int(sum(self.obs_key_dims))
+
+  @property
+  def action_dim(self) -> int:
+    return int(self.episodes[0].actions.shape[1])
+
+  @property
+  def num_samples(self) -> int:
+    return int(sum(len(e.actions) for e in self.episodes))
+
+
+def _demo_sort_key(name: str):
+  suffix = name.rsplit("_", 1)[-1]
+  return (0, int(suffix), name) if suffix.isdigit() else (1, 0, name)
+
+
+def _read_array(path: str, demo: str, group: h5py.Group, key: str, what: str) -> np.ndarray:
+  if key not in group:
+    available = sorted(group.keys())
+    raise DatasetError(f"{path}: demo '{demo}' has no {what} '{key}' (available: {available})")
+  node = group[key]
+  if not isinstance(node, h5py.Dataset):
+    raise DatasetError(f"{path}: demo '{demo}': '{node.name}' is a group, expected an array")
+  return np.asarray(node[()])
+
+
+def read_demos(path: str | os.PathLike[str], obs_keys: Sequence[str],
+               filter_key: str | None = None) -> Demos:
+  """Reads low-dim observations and actions from a robomimic HDF5 file.
+
+  Args:
+    path: the ``.hdf5`` file.
+    obs_keys: observation keys to concatenate, e.g. Lift's ``("object", "robot0_eef_pos",
+      "robot0_eef_quat", "robot0_gripper_qpos")`` -> obs_dim 10 + 3 + 4 + 2 = 19.
+    filter_key: a name under ``mask/`` (e.g. ``"train"``) selecting demos; ``None`` reads all.
+
+  Returns:
+    ``Demos`` with one ``Episode`` per demo, float32 arrays.
+
+  Raises:
+    DatasetError: file missing or not HDF5; ``data`` group missing or empty; unknown filter key or a
+      mask naming a missing demo; a demo without ``actions`` or an observation key; arrays that are
+      not 2-D; observation and action lengths that disagree; a key or the action whose width
+      differs between demos; NaN or inf values; an empty demo.
+  """
+  path = os.fspath(path)
+  obs_keys = tuple(obs_keys)
+  if not obs_keys:
+    raise DatasetError(f"{path}: no observation keys configured (config.data.obs_keys is empty)")
+  if not os.path.exists(path):
+    raise DatasetError(f"{path}: file not found (set --config.data.path to a robomimic .hdf5 file)")
+  try:
+    f = h5py.File(path, "r")
+  except OSError as e:
+    raise DatasetError(f"{path}: not a readable HDF5 file ({e})") from e
+  with f:
+    if "data" not in f or not isinstance(f["data"], h5py.Group):
+      raise DatasetError(f"{path}: no 'data' group (top-level keys: {sorted(f.keys())})")
+    data = f["data"]
+    env_args = _parse_env_args(path, data.attrs.get("env_args"))
+    names = sorted(data.keys(), key=_demo_sort_key)
+    if filter_key is not None:
+      masks = f["mask"] if "mask" in f else {}
+      if filter_key not in masks:
+        raise DatasetError(
+            f"{path}: unknown filter key 'mask/{filter_key}' (available: {sorted(masks.keys())})")
+      wanted = [n.decode() if isinstance(n, bytes) else str(n) for n in np.asarray(masks[filter_key])]
+      missing = [n for n in wanted if n not in data]
+      if missing:
+        raise DatasetError(f"{path}: 'mask/{filter_key}' names demos not in 'data': {missing[:5]}")
+      names = sorted(wanted, key=_demo_sort_key)
+    if not names:
+      raise DatasetError(f"{path}: no demos in 'data'" + (f" for mask '{filter_key}'" if filter_key else ""))
+    episodes, key_dims, action_dim = [], None, None
+    for name in names:
+      demo = data[name]
+      actions = _read_array(path, name, demo, "actions", "array")
+      if actions.ndim != 2:
+        raise DatasetError(f"{path}: demo '{name}' key 'actions' has shape {actions.shape}, expected [T, A]")
+      if len(actions) == 0:
+        raise DatasetError(f"{path}: demo '{name}' is empty (key 'actions' has 0 steps)")
+      if action_dim is None:
+        action_dim = actions.shape[1]
+      elif actions.shape[1] != action_dim:
+        raise DatasetError(f"{path}: demo '{name}' key 'actions' has shape {actions.shape}, "
+                           f"expected [T, {action_dim}] like the demos before it")
+      if "obs" not in demo:
+        raise DatasetError(f"{path}: demo '{name}' has no 'obs' group (keys: {sorted(demo.keys())})")
+      parts = []
+      for key in obs_keys:
+        value = _read_array(path, name, demo["obs"], key, "observation key")
+        if value.ndim == 1:
+          value = value[:, None]
+        if value.ndim != 2:
+          raise DatasetError(f"{path}: demo '{name}' key 'obs/{key}' has shape {value.shape}, expected [T, D]")
+        if len(value) != len(actions):
+          raise DatasetError(f"{path}: demo '{name}' key 'obs/{key}' has {len(value)} steps but "
+                             f"'actions' has {len(actions)}")
+        parts.append(value)
+      dims = tuple(p.shape[1] for p in parts)
+      if key_dims is None:
+        key_dims = dims
+      elif dims != key_dims:
+        bad = [k for k, a, b in zip(obs_keys, dims, key_dims) if a != b][0]
+        raise DatasetError(f"{path}: demo '{name}' key 'obs/{bad}' has width {dims[obs_keys.index(bad)]}, "
+                           f"expected {key_dims[obs_keys.index(bad)]} like the demos before it")
+      for key, value in zip(("actions",) + tuple(f"obs/{k}" for k in obs_keys), [actions] + parts):
+        if not np.all(np.isfinite(value)):
+          raise DatasetError(f"{path}: demo '{name}' key '{key}' contains NaN or inf")
+      episodes.append(Episode(name=name, obs=np.concatenate(parts, axis=1).astype(np.float32),
+                              actions=actions.astype(np.float32)))
+  return Demos(path=path, episodes=tuple(episodes), obs_keys=obs_keys, obs_key_dims=key_dims,
+               env_args=env_args)
+
+
+def _parse_env_args(path: str, raw: Any) -> dict[str, Any]:
+  if raw is None:
+    return {}
+  try:
+    return json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+  except json.JSONDecodeError as e:
+    raise DatasetError(f"{path}: 'data' attribute 'env_args' is not valid JSON ({e})") from e
+
+
+@dataclasses.dataclass(frozen=True)
+class RawDemo:
+  """One demonstration to write: every robomimic field, raw units.
+
+  Attributes:
+    obs: key -> [T, D] observations (robomimic names, e.g. ``object``, ``robot0_eef_pos``).
+    actions: [T, A] actions.
+    rewards: [T] task rewards.
+    dones: [T] 1 where the episode ended (success), else 0.
+    states: [T, S] flattened MuJoCo states.
+    model_file: the episode's MJCF xml (robosuite reloads the model every reset).
+    attrs: extra demo attributes (e.g. ``{"seed": 3}``).
+  """
+  obs: Mapping[str, np.ndarray]
+  actions: np.ndarray
+  rewards: np.ndarray
+  dones: np.ndarray
+  states: np.ndarray
+  model_file: str = ""
+  attrs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def write_demos(path: str | os.PathLike[str], demos: Sequence[RawDemo], env_args: Mapping[str, Any],
+                masks: Mapping[str, Sequence[int]] | None = None) -> None:
+  """Writes demos as a robomimic HDF5 file (``demo_0`` ... ``demo_{N-1}``), atomically.
+
+  Args:
+    path: destination ``.hdf5``; written to ``path + ".tmp"`` then renamed, so a killed writer never
+      leaves a truncated file behind.
+    demos: the demonstrations.
+    env_args: robomimic env description (see ``ebt_jax.envs.robosuite_env.lift_env_args``).
+    masks: filter key -> demo indices, e.g. ``{"train": [...], "valid": [...]}``.
+  """
+  path = os.fspath(path)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp"
+  with h5py.File(tmp, "w") as f:
+    data = f.create_group("data")
+    data.attrs["env_args"] = json.dumps(dict(env_args))
+    data.attrs["total"] = int(sum(len(d.actions) for d in demos))
+    for i, d in enumerate(demos):
+      g = data.create_group(f"demo_{i}")
+      g.attrs["num_samples"] = len(d.actions)
+      if d.model_file:
+        g.attrs["model_file"] = d.model_file
+      for k, v in d.attrs.items():
+        g.attrs[k] = v
+      for key, value in d.obs.items():
+        g.create_dataset(f"obs/{key}", data=np.asarray(value))
+      g.create_dataset("actions", data=np.asarray(d.actions))
+      g.create_dataset("rewards", data=np.asarray(d.rewards))
+      g.create_dataset("dones", data=np.asarray(d.dones))
+      g.create_dataset("states", data=np.asarray(d.states))
+    for key, idx in (masks or {}).items():
+      f.create_dataset(f"mask/{key}", data=np.array([f"demo_{i}".encode() for i in idx], dtype="S"))
+  os.replace(tmp, path)

@@ -1,0 +1,180 @@
+"""robosuite environments built from a robomimic dataset's ``env_args``.
+
+robomimic stores, in ``data.attrs["env_args"]``, the JSON needed to rebuild the environment a dataset
+was recorded in: ``{"env_name", "type", "env_kwargs": {..., "controller_configs": ...}}``. This module
+turns that into a live robosuite (>= 1.5) environment, resets it reproducibly from an integer seed and
+extracts the robomimic low-dim observation dict.
+
+Units: positions in metres, quaternions (x, y, z, w) as robosuite, control at ``control_freq`` Hz
+(20 Hz for Lift: one env step = 0.05 s = 25 physics substeps of 0.002 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+# robomimic's environment type tag for robosuite environments (robomimic.envs.env_base.EnvType.ROBOSUITE_TYPE).
+ROBOSUITE_ENV_TYPE = 1
+
+# robosuite observation keys that robomimic renames when it writes datasets.
+_ROBOMIMIC_KEY_RENAMES = {"object-state": "object"}
+
+
+def _import_robosuite():
+  # robosuite prints warnings about optional robot models at import; import lazily so that the
+  # rest of ebt_jax (training on a given HDF5 file) works without paying for it.
+  import robosuite  # pylint: disable=g-import-not-at-top
+  return robosuite
+
+
+def lift_env_args(horizon: int = 400) -> dict[str, Any]:
+  """Environment arguments of robomimic's Lift datasets, in robosuite 1.5 form.
+
+  Panda arm, OSC_POSE delta control in the robot base frame (kp 150, damping ratio 1, inputs in
+  [-1, 1] scaled to +-0.05 m and +-0.5 rad per 20 Hz control step), the default parallel-jaw gripper,
+  dense object observations, no cameras. These are robosuite's own ``OSC_POSE`` defaults, which are
+  the values robomimic's Lift datasets were recorded with.
+
+  Args:
+    horizon: episode length in control steps (robomimic evaluates Lift for 400).
+
+  Returns:
+    A JSON-serialisable dict with keys ``env_name``, ``type``, ``env_version`` and ``env_kwargs``.
+  """
+  robosuite = _import_robosuite()
+  from robosuite.controllers import load_composite_controller_config, load_part_controller_config  # pylint: disable=g-import-not-at-top
+  arm = load_part_controller_config(default_controller="OSC_POSE")
+  controller = load_composite_controller_config(controller="BASIC", robot="Panda")
+  controller["body_parts"]["right"] = dict(arm, gripper={"type": "GRIP"})
+  return {
+      "env_name": "Lift",
+      "type": ROBOSUITE_ENV_TYPE,
+      "env_version": robosuite.__version__,
+      "env_kwargs": {
+          "robots": ["Panda"],
+          "controller_configs": controller,
+          "control_freq": 20,
+          "horizon": horizon,
+          "reward_shaping": False,
+          "use_object_obs": True,
+          "use_camera_obs": False,
+          "has_renderer": False,
+          "has_offscreen_renderer": False,
+          "ignore_done": True,
+      },
+  }
+
+
+def make_env(env_args: Mapping[str, Any], horizon: int | None = None):
+  """Builds a headless robosuite env from robomimic ``env_args``.
+
+  Accepts both robosuite <= 1.4 controller configs (a single part config with ``"type": "OSC_POSE"``,
+  as in robomimic's v1.5 datasets) and robosuite 1.5 composite configs.
+
+  Args:
+    env_args: the parsed ``data.attrs["env_args"]`` JSON.
+    horizon: overrides the episode length (control steps) if given.
+
+  Returns:
+    The robosuite environment (rendering and cameras off, ``ignore_done`` on: the caller ends episodes).
+
+  Raises:
+    ValueError: if ``env_args`` is not a robosuite env description.
+  """
+  robosuite = _import_robosuite()
+  from robosuite.controllers.composite.composite_controller_factory import refactor_composite_controller_config  # pylint: disable=g-import-not-at-top
+  if env_args.get("type", ROBOSUITE_ENV_TYPE) != ROBOSUITE_ENV_TYPE or "env_name" not in env_args:
+    raise ValueError(f"env_args does not describe a robosuite env (need type=1 and env_name): {env_args}")
+  kwargs = copy.deepcopy(dict(env_args.get("env_kwargs", {})))
+  robots = kwargs.get("robots", ["Panda"])
+  robots = [robots] if isinstance(robots, str) else list(robots)
+  if "controller_configs" in kwargs:
+    cfg = kwargs["controller_configs"]
+    if "damping" in cfg and "damping_ratio" not in cfg:  # robosuite <= 1.4 spelling
+      cfg["damping_ratio"] = cfg.pop("damping")
+      cfg["damping_ratio_limits"] = cfg.pop("damping_limits", [0, 10])
+    if cfg.pop("control_delta", True) is False:
+      cfg["input_type"] = "absolute"
+    kwargs["controller_configs"] = refactor_composite_controller_config(cfg, robots[0], ["right"])
+  # Keys robomimic writes that robosuite 1.5 no longer accepts.
+  for key in ("camera_depths", "camera_heights", "camera_widths", "camera_names", "render_gpu_device_id"):
+    if not kwargs.get("use_camera_obs", False):
+      kwargs.pop(key, None)
+  kwargs.update(has_renderer=False, has_offscreen_renderer=False, use_camera_obs=False, ignore_done=True)
+  if horizon is not None:
+    kwargs["horizon"] = horizon
+  return robosuite.make(env_args["env_name"], **kwargs)
+
+
+@contextlib.contextmanager
+def _object_sizes_from(rng: np.random.Generator) -> Iterator[None]:
+  """Routes robosuite's primitive-object size draws through ``rng``.
+
+  robosuite 1.5 reloads the model at every reset and draws e.g. Lift's cube half-sizes
+  (U[0.020, 0.022]^3 m) from an *unseeded* ``np.random.default_rng()``; everything else it draws from
+  ``env.rng``. Without this, an episode is not reproducible from its seed.
+  """
+  from robosuite.models.objects.primitive import box  # pylint: disable=g-import-not-at-top
+  original = box.get_size
+
+  @functools.wraps(original)
+  def seeded_get_size(*args, rng=None, **kwargs):
+    return original(*args, rng=rng if rng is not None else _rng, **kwargs)
+
+  _rng = rng
+  box.get_size = seeded_get_size
+  try:
+    yield
+  finally:
+    box.get_size = original
+
+
+def reset(env, seed: int) -> dict[str, np.ndarray]:
+  """Resets ``env`` to the initial state determined by ``seed``.
+
+  The same seed gives the same cube pose, cube size and robot joint noise, whatever happened before.
+
+  Returns:
+    robomimic low-dim observation dict (see ``low_dim_obs``).
+  """
+  rng = np.random.default_rng(seed)
+  env.rng = rng  # robot joint noise and any placement sampler built from now on
+  sampler = getattr(env, "placement_initializer", None)  # built once, at the first reset
+  samplers = [sampler, *getattr(sampler, "samplers", {}).values()] if sampler is not None else []
+  for s in samplers:
+    s.rng = rng
+  with _object_sizes_from(rng):
+    raw = env.reset()
+  return low_dim_obs(raw)
+
+
+def low_dim_obs(raw_obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """robosuite observation dict -> robomimic low-dim observation dict.
+
+  Keeps every 1-D numeric entry (drops images), renames ``object-state`` to ``object`` as robomimic
+  does. For Lift: ``object`` [10] = cube pos (m), cube quat (x, y, z, w), cube pos - eef pos (m);
+  ``robot0_eef_pos`` [3] (m, world frame); ``robot0_eef_quat`` [4] (x, y, z, w);
+  ``robot0_gripper_qpos`` [2] (m); plus joint and velocity entries.
+  """
+  out = {}
+  for key, value in raw_obs.items():
+    value = np.asarray(value)
+    if value.ndim != 1 or not np.issubdtype(value.dtype, np.number):
+      continue
+    out[_ROBOMIMIC_KEY_RENAMES.get(key, key)] = value.astype(np.float64)
+  return out
+
+
+def is_success(env) -> bool:
+  """robosuite's own task success (Lift: cube z above the table top + 0.04 m)."""
+  return bool(env._check_success())  # pylint: disable=protected-access
+
+
+def sim_state(env) -> np.ndarray:
+  """Flattened MuJoCo state [1 + nq + nv (+ na)] as robomimic stores it in ``states``."""
+  return np.asarray(env.sim.get_state().flatten(), dtype=np.float64)

@@ -1,0 +1,133 @@
+"""The EBT-Policy energy model E_theta(obs, action chunk) -> scalar energy per sample.
+
+Architecture (paper Sec. 4 / Table 2, details from the authors' robomimic fork):
+  obs [B, To, obs_dim] -> Dense -> + sin-cos(To) -> ``num_obs_layers`` pre-RMSNorm self-attention
+  blocks -> obs tokens z = f_theta(x) [B, To, D]                         (Alg. 1 line 2)
+  actions [B, Tp, A] -> Dense, LayerNorm, GELU, Dense, GELU -> + sin-cos(Tp) -> ``num_layers``
+  blocks of (self-attention over action tokens, cross-attention to z, MLP) -> RMSNorm -> MLP head
+  -> per-step, per-dimension outputs [B, Tp, A] -> mean -> energy [B]
+
+The model holds no sampler logic: ``ebt_jax.samplers`` minimises this energy (Alg. 1 and 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ebt_jax.models import layers
+
+Params = Any
+
+
+class EBTransformer(nn.Module):
+  """Flax module; use it through ``EnergyModel``'s pure functions.
+
+  Attributes:
+    action_dim: A, action width (Lift: 7).
+    obs_horizon: To.
+    pred_horizon: Tp.
+    width: D, token width.
+    num_layers: energy (decoder) blocks.
+    num_obs_layers: observation-encoder blocks.
+    num_heads: attention heads (divides ``width``).
+    mlp_ratio: MLP hidden width / D (authors: 1).
+    attn_dropout: dropout on attention weights during training (authors: 0.3).
+  """
+  action_dim: int
+  obs_horizon: int
+  pred_horizon: int
+  width: int = 256
+  num_layers: int = 8
+  num_obs_layers: int = 8
+  num_heads: int = 4
+  mlp_ratio: float = 1.0
+  attn_dropout: float = 0.0
+
+  def setup(self):
+    hidden = int(self.width * self.mlp_ratio)
+    self.obs_proj = nn.Dense(self.width, kernel_init=layers.dense_init)
+    self.obs_blocks = [layers.EncoderBlock(self.num_heads, hidden, self.attn_dropout)
+                       for _ in range(self.num_obs_layers)]
+    self.action_in = nn.Dense(self.width, kernel_init=layers.dense_init)
+    self.action_in_norm = nn.LayerNorm()
+    self.action_out = nn.Dense(self.width, kernel_init=layers.dense_init)
+    self.blocks = [layers.DecoderBlock(self.num_heads, hidden, self.attn_dropout)
+                   for _ in range(self.num_layers)]
+    self.head_norm = nn.RMSNorm()
+    self.head = layers.Mlp(self.width, out=self.action_dim, use_bias=False)
+
+  def encode(self, obs: jax.Array, deterministic: bool = True) -> jax.Array:
+    """obs [B, To, obs_dim] normalised -> obs tokens [B, To, D]."""
+    x = self.obs_proj(obs) + layers.sincos_embedding(self.obs_horizon, self.width)
+    for block in self.obs_blocks:
+      x = block(x, deterministic)
+    return x
+
+  def energy_terms(self, obs_tokens: jax.Array, actions: jax.Array, deterministic: bool = True) -> jax.Array:
+    """obs tokens [B, To, D], actions [B, Tp, A] -> per-step, per-dim energy terms [B, Tp, A]."""
+    x = layers.gelu(self.action_in_norm(self.action_in(actions)))
+    x = layers.gelu(self.action_out(x)) + layers.sincos_embedding(self.pred_horizon, self.width)
+    for block in self.blocks:
+      x = block(x, obs_tokens, deterministic)
+    return self.head(self.head_norm(x))
+
+  def __call__(self, obs: jax.Array, actions: jax.Array, deterministic: bool = True) -> jax.Array:
+    return self.energy_terms(self.encode(obs, deterministic), actions, deterministic).mean(axis=(-2, -1))
+
+
+@dataclasses.dataclass(frozen=True)
+class EnergyModel:
+  """Pure functions of (params, inputs) around ``EBTransformer``.
+
+  All arrays are float32; obs and actions are normalised to [-1, 1] (``ebt_jax.data.normalization``).
+  Passing a ``dropout_rng`` turns attention dropout on (training); ``None`` is deterministic.
+  """
+  module: EBTransformer
+  obs_dim: int
+
+  def init(self, rng: jax.Array) -> Params:
+    """-> parameter pytree (init on a [1, To, obs_dim] / [1, Tp, A] dummy batch)."""
+    obs = jnp.zeros((1, self.module.obs_horizon, self.obs_dim), jnp.float32)
+    actions = jnp.zeros((1, self.module.pred_horizon, self.module.action_dim), jnp.float32)
+    return self.module.init(rng, obs, actions)["params"]
+
+  def _apply(self, params, *args, method, dropout_rng):
+    rngs = {"dropout": dropout_rng} if dropout_rng is not None else {}
+    return self.module.apply({"params": params}, *args, deterministic=dropout_rng is None,
+                             method=method, rngs=rngs)
+
+  def encode(self, params: Params, obs: jax.Array, dropout_rng: jax.Array | None = None) -> jax.Array:
+    """z = f_theta(x) (Alg. 1/2 line 2). obs: [B, To, obs_dim] -> obs tokens [B, To, D]."""
+    chex.assert_shape(obs, (None, self.module.obs_horizon, self.obs_dim))
+    return self._apply(params, obs, method=EBTransformer.encode, dropout_rng=dropout_rng)
+
+  def energy_from_tokens(self, params: Params, obs_tokens: jax.Array, actions: jax.Array,
+                         dropout_rng: jax.Array | None = None) -> jax.Array:
+    """E_theta(z, y). obs_tokens [B, To, D], actions [B, Tp, A] -> energy [B] (mean of the head)."""
+    chex.assert_shape(actions, (obs_tokens.shape[0], self.module.pred_horizon, self.module.action_dim))
+    terms = self._apply(params, obs_tokens, actions, method=EBTransformer.energy_terms,
+                        dropout_rng=dropout_rng)
+    return terms.mean(axis=(-2, -1))
+
+  def energy(self, params: Params, obs: jax.Array, actions: jax.Array,
+             dropout_rng: jax.Array | None = None) -> jax.Array:
+    """E_theta(x, y): obs [B, To, obs_dim], actions [B, Tp, A] -> energy [B] float32."""
+    enc_rng = dec_rng = None
+    if dropout_rng is not None:
+      enc_rng, dec_rng = jax.random.split(dropout_rng)
+    return self.energy_from_tokens(params, self.encode(params, obs, enc_rng), actions, dec_rng)
+
+
+def make_energy_model(config, obs_dim: int, action_dim: int) -> EnergyModel:
+  """Builds the model from ``config.model`` (see configs/lift.py) and ``config.horizon``."""
+  m = config.model
+  module = EBTransformer(action_dim=action_dim, obs_horizon=config.horizon.obs, pred_horizon=config.horizon.pred,
+                         width=m.width, num_layers=m.num_layers, num_obs_layers=m.num_obs_layers,
+                         num_heads=m.num_heads, mlp_ratio=m.mlp_ratio, attn_dropout=m.attn_dropout)
+  return EnergyModel(module=module, obs_dim=obs_dim)

@@ -1,0 +1,129 @@
+"""The MCMC step shared by training (Alg. 1) and inference (Alg. 2) of EBT-Policy.
+
+One MCMC step on a sample y [B, Tp, A] with Nesterov velocity v (zeros at the start):
+
+  y'   = RMSNorm(y)                    pre-sample normalisation (Sec. 3.6.2; skipped on the final step)
+  y'   = y' + N(0, sigma_i^2)          Langevin noise, training only (Eq. 1)
+  look = y' + mu * v                   Nesterov look-ahead (Sec. 3.6.1)
+  g    = dE(z, look)/d look            one backward pass through the energy model
+  a    = eta * exp(E(z, look)) / T     energy-scaled step size (Eq. 2); eta ~ U[alpha/c, alpha*c] in training
+  v    = mu * v - a * g
+  y    = y' + v                        Alg. 1/2 line 6/8
+
+Defaults are the authors' (Table 1 and their code): alpha = 1000, c = 1.5, T = 1, mu = 0.9,
+sigma 0.2 -> 0.002, 6 + U{0..3} training steps, inference capped at 2 steps (Table 1: max 20),
+gradient-norm tolerance tau = 1e-3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+# energy_fn(actions [B, Tp, A]) -> energy [B]; the observation context is closed over.
+EnergyFn = Callable[[jax.Array], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+  """Every knob of the EBT-Policy sampler (mirrors ``config.sampler`` in configs/*.py).
+
+  Attributes:
+    step_size: base step size alpha (eta_b in Table 1).
+    step_size_randomization: c; in training each sample's step size is drawn from U[alpha/c, alpha*c]
+      at every MCMC step (authors' code). 1 disables it. Inference always uses alpha.
+    energy_scaled_step: multiply the step size by exp(E) / T (Eq. 2).
+    energy_temperature: T in alpha * exp(E) / T.
+    max_log_step_scale: E is clipped to at most this before exp(), so exp(E) cannot overflow float32
+      (exp(88) does); default 20 (a step multiplier of 4.9e8 is already degenerate).
+    momentum: Nesterov momentum mu; 0 gives plain gradient descent.
+    normalize_samples: RMSNorm over the action dimension before every non-final step (Alg. 1 line 5).
+    norm_eps: RMSNorm epsilon.
+    init_std: y_0 ~ N(0, init_std^2 I) (Alg. 1/2 line 1).
+    train_steps: base number of MCMC steps in training (Table 1: 6).
+    train_extra_steps: R; each training sample takes train_steps + U{0..R} steps (Table 1: 3).
+    langevin_sigma_max: sigma at the first training step (Eq. 1).
+    langevin_sigma_min: sigma at the last training step.
+    max_steps: N, the inference step cap (Alg. 2); Table 1 uses up to 20, the authors run 2.
+    grad_norm_tol: tau; a sample stops once ||g||_2 over its [Tp, A] gradient falls below it (Alg. 2).
+  """
+  step_size: float = 1000.0
+  step_size_randomization: float = 1.5
+  energy_scaled_step: bool = True
+  energy_temperature: float = 1.0
+  max_log_step_scale: float = 20.0
+  momentum: float = 0.9
+  normalize_samples: bool = True
+  norm_eps: float = 1e-6
+  init_std: float = 1.0
+  train_steps: int = 6
+  train_extra_steps: int = 3
+  langevin_sigma_max: float = 0.2
+  langevin_sigma_min: float = 0.002
+  max_steps: int = 2
+  grad_norm_tol: float = 1e-3
+
+  def __post_init__(self):
+    if self.max_steps < 1 or self.train_steps < 1 or self.train_extra_steps < 0:
+      raise ValueError(f"need max_steps >= 1, train_steps >= 1, train_extra_steps >= 0: {self}")
+    if self.step_size_randomization < 1:
+      raise ValueError(f"step_size_randomization must be >= 1, got {self.step_size_randomization}")
+
+  @classmethod
+  def from_config(cls, cfg) -> "SamplerConfig":
+    """From an ml_collections ConfigDict with (a subset of) the fields above."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in cfg.items() if k in fields})
+
+
+def rms_normalize(y: jax.Array, eps: float) -> jax.Array:
+  """Pre-sample RMSNorm (no learned scale) over the action dim: y [B, Tp, A] -> same shape."""
+  return y * jax.lax.rsqrt(jnp.mean(jnp.square(y), axis=-1, keepdims=True) + eps)
+
+
+def langevin_sigma(step: jax.Array, num_steps: jax.Array, sigma_min: float, sigma_max: float) -> jax.Array:
+  """Cosine-annealed Langevin noise std, Eq. 1: sigma_min + (max-min)/2 (1 + cos(pi step / num_steps))."""
+  step = jnp.asarray(step, jnp.float32)
+  return sigma_min + 0.5 * (sigma_max - sigma_min) * (1.0 + jnp.cos(jnp.pi * step / num_steps))
+
+
+def energy_and_grad(energy_fn: EnergyFn, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """-> (energy [B], dE/dy [B, Tp, A]). Samples do not interact, so grad of the sum is per sample."""
+  (_, energy), grad = jax.value_and_grad(functools.partial(_sum_aux, energy_fn), has_aux=True)(y)
+  return energy, grad
+
+
+def _sum_aux(energy_fn: EnergyFn, y: jax.Array):
+  energy = energy_fn(y)
+  return energy.sum(), energy
+
+
+class StepOut(NamedTuple):
+  """Result of one MCMC step; shapes [B, Tp, A] for samples, [B] for the rest."""
+  sample: jax.Array
+  velocity: jax.Array
+  energy: jax.Array  # E at the look-ahead point
+  grad_norm: jax.Array  # ||dE/dy||_2 per sample
+
+
+def mcmc_step(energy_fn: EnergyFn, sample: jax.Array, velocity: jax.Array, base_step_size: jax.Array,
+              cfg: SamplerConfig, normalize: jax.Array | bool, noise: jax.Array | None = None) -> StepOut:
+  """One Nesterov MCMC step (module docstring). ``base_step_size``: [B] (alpha or a random draw);
+  ``normalize``: bool or [B] bool (RMSNorm this sample first); ``noise``: [B, Tp, A] Langevin noise
+  already scaled by sigma, or None at inference."""
+  if cfg.normalize_samples:
+    sample = jnp.where(jnp.reshape(normalize, (-1, 1, 1)), rms_normalize(sample, cfg.norm_eps), sample)
+  if noise is not None:
+    sample = sample + noise
+  look = sample + cfg.momentum * velocity
+  energy, grad = energy_and_grad(energy_fn, look)
+  step_size = base_step_size
+  if cfg.energy_scaled_step:
+    step_size = step_size * jnp.exp(jnp.minimum(energy, cfg.max_log_step_scale)) / cfg.energy_temperature
+  velocity = cfg.momentum * velocity - step_size[:, None, None] * grad
+  grad_norm = jnp.sqrt(jnp.sum(jnp.square(grad), axis=(-2, -1)))
+  return StepOut(sample + velocity, velocity, energy, grad_norm)
