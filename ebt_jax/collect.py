@@ -1,0 +1,111 @@
+r"""Collects scripted-expert demonstrations in robosuite into a robomimic-format HDF5 file.
+
+  python -m ebt_jax.collect --task=lift --num_demos=200 --out=/tmp/lift_scripted.hdf5
+
+Attempt k is reset with seed ``seed * 1_000_000 + k``; only successful episodes are kept (each demo
+stores its ``seed`` attribute), so the file is a deterministic function of (task, num_demos, seed).
+Each demo ends at the first env step at which the task succeeds. 90% / 10% of the demos form the
+``mask/train`` / ``mask/valid`` splits, as in robomimic's datasets.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tqdm
+from absl import app, flags, logging
+
+from ebt_jax.data.robomimic_hdf5 import RawDemo, write_demos
+from ebt_jax.envs import robosuite_env
+from ebt_jax.envs.lift_expert import LiftExpert
+
+TASKS = {"lift": (robosuite_env.lift_env_args, LiftExpert)}
+SEED_STRIDE = 1_000_000
+
+
+def collect_episode(env, expert, seed: int, horizon: int) -> RawDemo | None:
+  """Runs the expert from the initial state of ``seed``; -> the demo, or None if it failed."""
+  obs = robosuite_env.reset(env, seed)
+  expert.reset()
+  model_file = env.sim.model.get_xml()
+  observations, actions, states = [], [], []
+  for _ in range(horizon):
+    action = expert(obs)
+    observations.append(obs)
+    states.append(robosuite_env.sim_state(env))
+    actions.append(action)
+    raw, _, _, _ = env.step(action)
+    obs = robosuite_env.low_dim_obs(raw)
+    if robosuite_env.is_success(env):
+      n = len(actions)
+      rewards = np.zeros(n)
+      rewards[-1] = 1.0
+      return RawDemo(obs={k: np.stack([o[k] for o in observations]) for k in observations[0]},
+                     actions=np.stack(actions), rewards=rewards, dones=(rewards > 0).astype(np.int64),
+                     states=np.stack(states), model_file=model_file, attrs={"seed": seed})
+  return None
+
+
+def collect(task: str, num_demos: int, out: str, seed: int = 0, horizon: int = 400,
+            max_attempts: int | None = None) -> str:
+  """Writes ``num_demos`` successful expert demos of ``task`` to ``out`` (robomimic HDF5).
+
+  Raises:
+    ValueError: unknown task.
+    RuntimeError: fewer than ``num_demos`` successes within ``max_attempts`` (default 2 * num_demos).
+  """
+  if task not in TASKS:
+    raise ValueError(f"unknown task {task!r}; available: {sorted(TASKS)}")
+  make_env_args, make_expert = TASKS[task]
+  env_args = make_env_args(horizon=horizon)
+  env = robosuite_env.make_env(env_args)
+  expert = make_expert()
+  max_attempts = max_attempts or 2 * num_demos
+  demos, attempt = [], 0
+  with tqdm.tqdm(total=num_demos, desc=f"collect {task}", unit="demo") as bar:
+    while len(demos) < num_demos:
+      if attempt >= max_attempts:
+        raise RuntimeError(f"only {len(demos)} of {num_demos} {task} demos succeeded in {attempt} attempts")
+      demo = collect_episode(env, expert, seed * SEED_STRIDE + attempt, horizon)
+      attempt += 1
+      if demo is not None:
+        demos.append(demo)
+        bar.update(1)
+  num_valid = max(1, num_demos // 10) if num_demos > 1 else 0
+  masks = {"train": list(range(num_demos - num_valid)), "valid": list(range(num_demos - num_valid, num_demos))}
+  write_demos(out, demos, env_args, masks)
+  lengths = [len(d.actions) for d in demos]
+  logging.info("wrote %d %s demos (%d/%d attempts succeeded, %.1f +- %.1f steps) to %s", num_demos, task,
+               num_demos, attempt, np.mean(lengths), np.std(lengths), out)
+  return out
+
+
+def default_cache_dir() -> str:
+  return os.environ.get("EBT_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "ebt_jax"))
+
+
+def cached_dataset(task: str, num_demos: int, seed: int, cache_dir: str = "") -> str:
+  """Path of the built-in dataset in the cache, collecting it first if it is not there yet."""
+  path = os.path.join(cache_dir or default_cache_dir(), f"{task}_scripted_n{num_demos}_seed{seed}.hdf5")
+  if not os.path.exists(path):
+    logging.info("no dataset given (config.data.path): collecting %d scripted %s demos into %s",
+                 num_demos, task, path)
+    collect(task, num_demos, path, seed)
+  return path
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  collect(f.task, f.num_demos, f.out, f.seed, f.horizon)
+
+
+if __name__ == "__main__":
+  # Flags are defined here, not at import, so that ebt_jax.main can import this module.
+  flags.DEFINE_enum("task", "lift", sorted(TASKS), "Task to collect.")
+  flags.DEFINE_integer("num_demos", 200, "Successful demos to keep.")
+  flags.DEFINE_string("out", None, "Output .hdf5 path.", required=True)
+  flags.DEFINE_integer("seed", 0, "Collection seed (attempt k uses seed * 1e6 + k).")
+  flags.DEFINE_integer("horizon", 400, "Max env steps per attempt (20 Hz).")
+  app.run(main)

@@ -1,0 +1,144 @@
+"""The training loop: demos -> normaliser -> windows -> sharded jitted train step -> checkpoints.
+
+Runs unchanged on 1 CPU, several fake CPU devices, a GPU or every host of a TPU pod: the batch is
+sharded over a 1-D ``jax.sharding.Mesh`` axis ``"batch"``, parameters are replicated, and each host
+contributes its slice of the global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Callable
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ebt_jax.data.normalization import MinMax, Normalizer
+from ebt_jax.data.robomimic_hdf5 import Demos
+from ebt_jax.data.windows import WindowDataset
+from ebt_jax.models.ebt import EnergyModel, make_energy_model
+from ebt_jax.samplers import SamplerConfig
+from ebt_jax.training import checkpoint
+from ebt_jax.training.train_step import TrainState, init_train_state, make_optimizer, make_train_step
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def fit_normalizer(demos: Demos) -> Normalizer:
+  """Min-max statistics of all observations and actions of ``demos``."""
+  return Normalizer(obs=MinMax.fit(np.concatenate([e.obs for e in demos.episodes])),
+                    actions=MinMax.fit(np.concatenate([e.actions for e in demos.episodes])),
+                    obs_keys=demos.obs_keys, obs_key_dims=demos.obs_key_dims)
+
+
+def make_mesh() -> Mesh:
+  """1-D data-parallel mesh over every device of every host, axis name ``"batch"``."""
+  return Mesh(np.asarray(jax.devices()), ("batch",))
+
+
+def _global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+
+
+def _append_metrics(path: str, record: dict) -> None:
+  with open(path, "a") as f:
+    f.write(json.dumps(record) + "\n")
+
+
+def _truncate_metrics(path: str, last_step: int) -> None:
+  """Drops records past ``last_step`` (written after the checkpoint a resumed run starts from)."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = [l for l in f if l.strip() and json.loads(l)["step"] <= last_step]
+  with open(path, "w") as f:
+    f.writelines(lines)
+
+
+def train(config, workdir: str, demos: Demos,
+          on_step: Callable[[int, TrainState], None] | None = None) -> tuple[EnergyModel, TrainState, Normalizer]:
+  """Trains (or resumes training of) an EBT-Policy on ``demos``; returns (model, state, normaliser).
+
+  Args:
+    config: the ConfigDict of configs/lift.py (uses ``horizon``, ``model``, ``sampler``, ``train``, ``seed``).
+    workdir: run directory; checkpoints in ``<workdir>/checkpoints``, metrics in ``<workdir>/metrics.jsonl``.
+    demos: training demonstrations (raw units; normalised here).
+    on_step: optional callback ``(step, state)`` after every step (tests use it to simulate a crash).
+
+  Raises:
+    ValueError: if the global batch does not divide over the devices, or the demos' dims differ from
+      a checkpoint being resumed.
+    FloatingPointError: after ``train.max_consecutive_nonfinite`` skipped non-finite steps in a row.
+  """
+  tcfg = config.train
+  os.makedirs(workdir, exist_ok=True)
+  mesh = make_mesh()
+  if tcfg.batch_size % mesh.size:
+    raise ValueError(f"train.batch_size={tcfg.batch_size} must divide over {mesh.size} devices")
+  replicated = NamedSharding(mesh, PartitionSpec())
+  batch_sharding = NamedSharding(mesh, PartitionSpec("batch"))
+
+  model = make_energy_model(config, demos.obs_dim, demos.action_dim)
+  sampler = SamplerConfig.from_config(config.sampler)
+  tx = make_optimizer(tcfg)
+  init_fn = jax.jit(lambda rng: init_train_state(model, tx, rng), out_shardings=replicated)
+  root = jax.random.PRNGKey(config.seed)
+  init_rng, step_root = jax.random.split(root)
+  state = init_fn(init_rng)
+
+  mngr = checkpoint.manager(workdir, tcfg.keep_checkpoints)
+  normalizer = fit_normalizer(demos)
+  restored = checkpoint.restore(mngr, state)
+  start = 0
+  if restored is not None:
+    start, state, normalizer, _ = restored
+    if (sum(normalizer.obs_key_dims), len(normalizer.actions.low)) != (demos.obs_dim, demos.action_dim):
+      raise ValueError(f"{workdir}: checkpoint step {start} was trained on obs_dim={sum(normalizer.obs_key_dims)}, "
+                       f"action_dim={len(normalizer.actions.low)}; the dataset has {demos.obs_dim}, {demos.action_dim}")
+    logging.info("Resumed from %s at step %d", mngr.directory, start)
+  metrics_path = os.path.join(workdir, METRICS_FILE)
+  _truncate_metrics(metrics_path, start)
+
+  data = WindowDataset(demos, normalizer, config.horizon.obs, config.horizon.action, config.horizon.pred,
+                       seed=config.seed * jax.process_count() + jax.process_index())
+  local_batch = tcfg.batch_size // jax.process_count()
+  step_fn = jax.jit(make_train_step(model, sampler, tx, tcfg),
+                    in_shardings=(replicated, batch_sharding, replicated),
+                    out_shardings=(replicated, replicated), donate_argnums=0)
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  logging.info("EBT-Policy: %d parameters, %d windows from %d demos, %d devices, batch %d, steps %d -> %d",
+               num_params, len(data), len(demos.episodes), mesh.size, tcfg.batch_size, start, tcfg.num_steps)
+
+  config_dict = json.loads(config.to_json_best_effort())
+  nonfinite_run, window, t0 = 0, [], time.time()
+  for step in range(start, tcfg.num_steps):
+    batch = _global_batch(data.batch(step, local_batch), batch_sharding)
+    state, metrics = step_fn(state, batch, jax.random.fold_in(step_root, step))
+    window.append(metrics)
+    done = step + 1
+    if done % tcfg.log_every == 0 or done == tcfg.num_steps:
+      host = jax.device_get(window)
+      record = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+      record["nonfinite"] = int(sum(m["nonfinite"] for m in host))
+      for m in host:
+        nonfinite_run = nonfinite_run + 1 if m["nonfinite"] else 0
+      record.update(step=done, steps_per_s=len(host) / (time.time() - t0))
+      _append_metrics(metrics_path, record)
+      logging.info("step %d/%d  loss %.4f  mse_last %.4f  energy %.3f->%.3f  grad_norm %.3f  %.2f steps/s%s",
+                   done, tcfg.num_steps, record["loss"], record["mse_last"], record["energy_first"],
+                   record["energy_last"], record["grad_norm"], record["steps_per_s"],
+                   f"  SKIPPED {record['nonfinite']} non-finite steps" if record["nonfinite"] else "")
+      if nonfinite_run >= tcfg.max_consecutive_nonfinite:
+        raise FloatingPointError(f"{nonfinite_run} consecutive steps with non-finite loss or gradients "
+                                 f"(last at step {done}); see {metrics_path}")
+      window, t0 = [], time.time()
+    if done % tcfg.checkpoint_every == 0 or done == tcfg.num_steps:
+      checkpoint.save(mngr, done, state, normalizer, config_dict)
+    if on_step is not None:
+      on_step(done, state)
+  mngr.close()
+  return model, state, normalizer
