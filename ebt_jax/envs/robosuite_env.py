@@ -50,7 +50,8 @@ def lift_env_args(horizon: int = 400) -> dict[str, Any]:
   from robosuite.controllers import load_composite_controller_config, load_part_controller_config  # pylint: disable=g-import-not-at-top
   arm = load_part_controller_config(default_controller="OSC_POSE")
   controller = load_composite_controller_config(controller="BASIC", robot="Panda")
-  controller["body_parts"]["right"] = dict(arm, gripper={"type": "GRIP"})
+  # Keep only the arm the Panda has (BASIC also lists torso, head, base and legs parts).
+  controller["body_parts"] = {"right": dict(arm, gripper={"type": "GRIP"})}
   return {
       "env_name": "Lift",
       "type": ROBOSUITE_ENV_TYPE,

@@ -40,6 +40,13 @@ def make_mesh() -> Mesh:
   return Mesh(np.asarray(jax.devices()), ("batch",))
 
 
+def jit_train_step(train_step, mesh: Mesh, donate: bool = True):
+  """jit with the state and rng replicated and the batch split along its first axis over ``mesh``."""
+  replicated = NamedSharding(mesh, PartitionSpec())
+  return jax.jit(train_step, in_shardings=(replicated, NamedSharding(mesh, PartitionSpec("batch")), replicated),
+                 out_shardings=(replicated, replicated), donate_argnums=0 if donate else ())
+
+
 def _global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
 
@@ -106,9 +113,7 @@ def train(config, workdir: str, demos: Demos,
   data = WindowDataset(demos, normalizer, config.horizon.obs, config.horizon.action, config.horizon.pred,
                        seed=config.seed * jax.process_count() + jax.process_index())
   local_batch = tcfg.batch_size // jax.process_count()
-  step_fn = jax.jit(make_train_step(model, sampler, tx, tcfg),
-                    in_shardings=(replicated, batch_sharding, replicated),
-                    out_shardings=(replicated, replicated), donate_argnums=0)
+  step_fn = jit_train_step(make_train_step(model, sampler, tx, tcfg), mesh)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info("EBT-Policy: %d parameters, %d windows from %d demos, %d devices, batch %d, steps %d -> %d",
                num_params, len(data), len(demos.episodes), mesh.size, tcfg.batch_size, start, tcfg.num_steps)

@@ -1,0 +1,16 @@
+"""Test set-up: 8 CPU devices (for the sharding tests) before any JAX backend starts."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=false")
+
+import jax  # pylint: disable=g-import-not-at-top
+import pytest  # pylint: disable=g-import-not-at-top
+
+jax.config.update("jax_num_cpu_devices", 8)
+
+
+@pytest.fixture(scope="session")
+def shared_dir():
+  """The repository's sibling ``shared/`` folder (tests may read it; the product never needs it)."""
+  return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared")
