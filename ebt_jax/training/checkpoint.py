@@ -29,6 +29,12 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, normalizer: Normali
   mngr.wait_until_finished()
 
 
+def restore_normalizer(mngr: ocp.CheckpointManager, step: int) -> Normalizer:
+  """The normaliser saved at ``step`` (cheap: JSON only)."""
+  restored = mngr.restore(step, args=ocp.args.Composite(normalizer=ocp.args.JsonRestore()))
+  return Normalizer.from_dict(restored["normalizer"])
+
+
 def restore(mngr: ocp.CheckpointManager, abstract_state: Any, step: int | None = None):
   """-> (step, state, normalizer, config dict) of ``step`` (default: latest), or None if none exists.
 

@@ -82,7 +82,7 @@ def make_train_step(model: EnergyModel, sampler: SamplerConfig, tx: optax.Gradie
 
   def train_step(state: TrainState, batch, rng):
     (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

@@ -99,13 +99,16 @@ def train(config, workdir: str, demos: Demos,
 
   mngr = checkpoint.manager(workdir, tcfg.keep_checkpoints)
   normalizer = fit_normalizer(demos)
-  restored = checkpoint.restore(mngr, state)
   start = 0
-  if restored is not None:
-    start, state, normalizer, _ = restored
-    if (sum(normalizer.obs_key_dims), len(normalizer.actions.low)) != (demos.obs_dim, demos.action_dim):
-      raise ValueError(f"{workdir}: checkpoint step {start} was trained on obs_dim={sum(normalizer.obs_key_dims)}, "
-                       f"action_dim={len(normalizer.actions.low)}; the dataset has {demos.obs_dim}, {demos.action_dim}")
+  if mngr.latest_step() is not None:
+    saved = checkpoint.restore_normalizer(mngr, mngr.latest_step())
+    if (saved.obs_keys, sum(saved.obs_key_dims), len(saved.actions.low)) != (
+        demos.obs_keys, demos.obs_dim, demos.action_dim):
+      raise ValueError(
+          f"{workdir}: checkpoint step {mngr.latest_step()} was trained on obs keys {saved.obs_keys} "
+          f"(obs_dim={sum(saved.obs_key_dims)}, action_dim={len(saved.actions.low)}) but {demos.path} gives "
+          f"{demos.obs_keys} (obs_dim={demos.obs_dim}, action_dim={demos.action_dim}); use a new --workdir")
+    start, state, normalizer, _ = checkpoint.restore(mngr, state)
     logging.info("Resumed from %s at step %d", mngr.directory, start)
   metrics_path = os.path.join(workdir, METRICS_FILE)
   _truncate_metrics(metrics_path, start)

@@ -1,0 +1,114 @@
+"""Train step: sharding invariance (8 fake CPU devices == 1), non-finite guard, save -> kill -> resume."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+
+from configs import lift
+from ebt_jax.data.robomimic_hdf5 import Demos, Episode
+from ebt_jax.models.ebt import make_energy_model
+from ebt_jax.samplers import SamplerConfig
+from ebt_jax.training import trainer
+from ebt_jax.training.train_step import init_train_state, make_optimizer, make_train_step
+
+
+def tiny_config(**train) -> ml_collections.ConfigDict:
+  c = lift.get_config()
+  c.model.width, c.model.num_layers, c.model.num_obs_layers, c.model.num_heads = 16, 1, 1, 2
+  c.sampler.train_steps, c.sampler.train_extra_steps = 2, 1
+  c.train.batch_size, c.train.num_steps, c.train.warmup_steps = 8, 6, 2
+  c.train.log_every, c.train.checkpoint_every = 2, 2
+  c.train.update(train)
+  return c
+
+
+def tiny_demos(n=3, length=20, obs_dim=5, action_dim=3) -> Demos:
+  rng = np.random.default_rng(0)
+  episodes = tuple(Episode(f"demo_{k}", rng.normal(size=(length, obs_dim)).astype(np.float32),
+                           rng.uniform(-1, 1, size=(length, action_dim)).astype(np.float32)) for k in range(n))
+  return Demos(path="memory", episodes=episodes, obs_keys=("a", "b"), obs_key_dims=(2, obs_dim - 2), env_args={})
+
+
+def _step_inputs(config):
+  model = make_energy_model(config, obs_dim=5, action_dim=3)
+  tx = make_optimizer(config.train)
+  state = init_train_state(model, tx, jax.random.PRNGKey(0))
+  rng = np.random.default_rng(1)
+  batch = {"obs": rng.normal(size=(8, 2, 5)).astype(np.float32),
+           "actions": rng.uniform(-1, 1, size=(8, 16, 3)).astype(np.float32)}
+  step = make_train_step(model, SamplerConfig.from_config(config.sampler), tx, config.train)
+  return state, batch, step
+
+
+def test_sharded_step_on_8_devices_equals_1_device():
+  assert jax.device_count() == 8, "tests/conftest.py sets 8 CPU devices"
+  config = tiny_config(warmup_steps=0)  # a non-zero learning rate at step 0
+  state, batch, step = _step_inputs(config)
+  outs = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh = Mesh(np.asarray(devices), ("batch",))
+    fn = trainer.jit_train_step(step, mesh, donate=False)
+    new_state, metrics = fn(state, batch, jax.random.PRNGKey(5))
+    assert len(new_state.params["blocks_0"]["mlp"]["Dense_0"]["kernel"].sharding.device_set) == len(devices)
+    outs.append(jax.device_get((new_state, metrics)))
+  (s1, m1), (s8, m8) = outs
+  np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-5)
+  assert m1["nonfinite"] == 0 and float(m1["grad_norm"]) > 0
+  for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(s8)):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
+  moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), s1.params, jax.device_get(state.params))
+  assert max(jax.tree.leaves(moved)) > 0  # the step did update the parameters
+
+
+def test_non_finite_batch_is_reported_and_not_trained_on():
+  state, batch, step = _step_inputs(tiny_config())
+  batch["obs"][0, 0, 0] = np.nan
+  new_state, metrics = jax.jit(step)(state, batch, jax.random.PRNGKey(0))
+  assert int(metrics["nonfinite"]) == 1
+  assert int(new_state.step) == 1
+  for a, b in zip(jax.tree.leaves((new_state.params, new_state.opt_state)), jax.tree.leaves((state.params, state.opt_state))):
+    np.testing.assert_array_equal(a, b)
+
+
+class Killed(Exception):
+  pass
+
+
+def test_save_kill_resume_continues_at_same_step_with_same_state(tmp_path):
+  config, demos = tiny_config(), tiny_demos()
+  _, reference, _ = trainer.train(config, str(tmp_path / "ref"), demos)
+
+  def kill_after_3(step, state):
+    if step == 3:  # checkpoint 2 is on disk, step 3 is lost with the process
+      raise Killed()
+
+  workdir = str(tmp_path / "run")
+  with pytest.raises(Killed):
+    trainer.train(config, workdir, demos, on_step=kill_after_3)
+  seen = []
+  _, resumed, _ = trainer.train(config, workdir, demos, on_step=lambda step, state: seen.append(step))
+  assert seen == [3, 4, 5, 6]  # restarted right after the last checkpoint (step 2)
+  assert int(resumed.step) == int(reference.step) == 6
+  for a, b in zip(jax.tree.leaves(jax.device_get(resumed)), jax.tree.leaves(jax.device_get(reference))):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  with open(os.path.join(workdir, trainer.METRICS_FILE)) as f:
+    steps = [json.loads(line)["step"] for line in f]
+  assert steps == [2, 4, 6]  # no duplicated or missing records after the resume
+  with open(os.path.join(str(tmp_path / "ref"), trainer.METRICS_FILE)) as f:
+    ref_loss = [json.loads(line)["loss"] for line in f]
+  with open(os.path.join(workdir, trainer.METRICS_FILE)) as f:
+    run_loss = [json.loads(line)["loss"] for line in f]
+  np.testing.assert_allclose(run_loss, ref_loss, rtol=1e-5)
+
+
+def test_resume_refuses_a_dataset_of_other_dims(tmp_path):
+  config = tiny_config(num_steps=2)
+  trainer.train(config, str(tmp_path), tiny_demos())
+  with pytest.raises(ValueError, match="obs_dim"):
+    trainer.train(tiny_config(num_steps=4), str(tmp_path), tiny_demos(obs_dim=6))
