@@ -84,7 +84,16 @@ def run(config, workdir: str, skip_eval: bool = False) -> dict | None:
   return result
 
 
+class _QuietLibraries:
+  """absl log filter: drops INFO lines from orbax (several per checkpoint) and robosuite resets."""
+
+  def filter(self, record) -> bool:
+    noisy = any(f"{os.sep}{lib}{os.sep}" in record.pathname for lib in ("orbax", "robosuite"))
+    return record.levelno > logging.converter.ABSL_TO_STANDARD[logging.INFO] or not noisy
+
+
 def main(argv):
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value

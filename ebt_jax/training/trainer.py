@@ -52,13 +52,15 @@ def _global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict
 
 
 def _append_metrics(path: str, record: dict) -> None:
+  if jax.process_index() != 0:  # one writer on multi-host runs
+    return
   with open(path, "a") as f:
     f.write(json.dumps(record) + "\n")
 
 
 def _truncate_metrics(path: str, last_step: int) -> None:
   """Drops records past ``last_step`` (written after the checkpoint a resumed run starts from)."""
-  if not os.path.exists(path):
+  if jax.process_index() != 0 or not os.path.exists(path):
     return
   with open(path) as f:
     lines = [l for l in f if l.strip() and json.loads(l)["step"] <= last_step]
