@@ -4,7 +4,9 @@ r"""Collects scripted-expert demonstrations in robosuite into a robomimic-format
 
 Attempt k is reset with seed ``seed * 1_000_000 + k``; only successful episodes are kept (each demo
 stores its ``seed`` attribute), so the file is a deterministic function of (task, num_demos, seed).
-Each demo ends at the first env step at which the task succeeds. 90% / 10% of the demos form the
+Each demo ends at the first env step at which the task succeeds. The executed position actions are
+perturbed with small Gaussian noise (DART) while ``actions`` keeps the expert's labels; see
+``collect_episode``. 90% / 10% of the demos form the
 ``mask/train`` / ``mask/valid`` splits, as in robomimic's datasets.
 """
 
@@ -22,20 +24,36 @@ from ebt_jax.envs.lift_expert import LiftExpert
 
 TASKS = {"lift": (robosuite_env.lift_env_args, LiftExpert)}
 SEED_STRIDE = 1_000_000
+# Std of the DART noise on executed position actions (1 = 0.05 m per step): 0.2 (1 cm) kept 20/20
+# expert episodes successful; 0.5 (with orientation noise) dropped that to 2/20.
+DEFAULT_ACTION_NOISE = 0.2
 
 
-def collect_episode(env, expert, seed: int, horizon: int) -> RawDemo | None:
-  """Runs the expert from the initial state of ``seed``; -> the demo, or None if it failed."""
+def collect_episode(env, expert, seed: int, horizon: int, action_noise: float = 0.0) -> RawDemo | None:
+  """Runs the expert from the initial state of ``seed``; -> the demo, or None if it failed.
+
+  With ``action_noise`` > 0 the env executes the expert's action plus N(0, action_noise^2) on the three
+  position dimensions (orientation noise would accumulate: OSC deltas are relative to the achieved
+  pose and the expert only corrects yaw), clipped to [-1, 1], from a generator seeded by ``seed``; the demo
+  records the expert's own action as ``actions`` (the label) and the executed one as
+  ``executed_actions``. This is DART (Laskey et al., 2017): the demos visit the small deviations a
+  learned policy makes and show how the expert corrects them.
+  """
   obs = robosuite_env.reset(env, seed)
   expert.reset()
+  noise_rng = np.random.default_rng(seed)
   model_file = env.sim.model.get_xml()
-  observations, actions, states = [], [], []
+  observations, actions, executed, states = [], [], [], []
   for _ in range(horizon):
     action = expert(obs)
     observations.append(obs)
     states.append(robosuite_env.sim_state(env))
     actions.append(action)
-    raw, _, _, _ = env.step(action)
+    noisy = action.copy()
+    if action_noise > 0:
+      noisy[:3] = np.clip(noisy[:3] + action_noise * noise_rng.standard_normal(3), -1.0, 1.0)
+    executed.append(noisy)
+    raw, _, _, _ = env.step(noisy)
     obs = robosuite_env.low_dim_obs(raw)
     if robosuite_env.is_success(env):
       n = len(actions)
@@ -43,13 +61,17 @@ def collect_episode(env, expert, seed: int, horizon: int) -> RawDemo | None:
       rewards[-1] = 1.0
       return RawDemo(obs={k: np.stack([o[k] for o in observations]) for k in observations[0]},
                      actions=np.stack(actions), rewards=rewards, dones=(rewards > 0).astype(np.int64),
-                     states=np.stack(states), model_file=model_file, attrs={"seed": seed})
+                     states=np.stack(states), model_file=model_file,
+                     attrs={"seed": seed, "action_noise": action_noise},
+                     extra={"executed_actions": np.stack(executed)})
   return None
 
 
 def collect(task: str, num_demos: int, out: str, seed: int = 0, horizon: int = 400,
-            max_attempts: int | None = None) -> str:
+            action_noise: float = DEFAULT_ACTION_NOISE, max_attempts: int | None = None) -> str:
   """Writes ``num_demos`` successful expert demos of ``task`` to ``out`` (robomimic HDF5).
+
+  ``action_noise``: std of the DART perturbation of executed position actions (``collect_episode``).
 
   Raises:
     ValueError: unknown task.
@@ -67,7 +89,7 @@ def collect(task: str, num_demos: int, out: str, seed: int = 0, horizon: int = 4
     while len(demos) < num_demos:
       if attempt >= max_attempts:
         raise RuntimeError(f"only {len(demos)} of {num_demos} {task} demos succeeded in {attempt} attempts")
-      demo = collect_episode(env, expert, seed * SEED_STRIDE + attempt, horizon)
+      demo = collect_episode(env, expert, seed * SEED_STRIDE + attempt, horizon, action_noise)
       attempt += 1
       if demo is not None:
         demos.append(demo)
@@ -85,20 +107,21 @@ def default_cache_dir() -> str:
   return os.environ.get("EBT_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "ebt_jax"))
 
 
-def cached_dataset(task: str, num_demos: int, seed: int, cache_dir: str = "") -> str:
+def cached_dataset(task: str, num_demos: int, seed: int, action_noise: float, cache_dir: str = "") -> str:
   """Path of the built-in dataset in the cache, collecting it first if it is not there yet."""
-  path = os.path.join(cache_dir or default_cache_dir(), f"{task}_scripted_n{num_demos}_seed{seed}.hdf5")
+  name = f"{task}_scripted_n{num_demos}_seed{seed}_noise{action_noise:g}.hdf5"
+  path = os.path.join(cache_dir or default_cache_dir(), name)
   if not os.path.exists(path):
     logging.info("no dataset given (config.data.path): collecting %d scripted %s demos into %s",
                  num_demos, task, path)
-    collect(task, num_demos, path, seed)
+    collect(task, num_demos, path, seed, action_noise=action_noise)
   return path
 
 
 def main(argv):
   del argv
   f = flags.FLAGS
-  collect(f.task, f.num_demos, f.out, f.seed, f.horizon)
+  collect(f.task, f.num_demos, f.out, f.seed, f.horizon, f.action_noise)
 
 
 if __name__ == "__main__":
@@ -108,4 +131,5 @@ if __name__ == "__main__":
   flags.DEFINE_string("out", None, "Output .hdf5 path.", required=True)
   flags.DEFINE_integer("seed", 0, "Collection seed (attempt k uses seed * 1e6 + k).")
   flags.DEFINE_integer("horizon", 400, "Max env steps per attempt (20 Hz).")
+  flags.DEFINE_float("action_noise", DEFAULT_ACTION_NOISE, "DART noise std on executed position actions.")
   app.run(main)

@@ -39,7 +39,8 @@ def dataset_path(config) -> str:
   """The configured dataset, or the cached built-in scripted Lift demos (collected on first use)."""
   if config.data.path:
     return config.data.path
-  return collect.cached_dataset("lift", config.data.num_demos, config.data.collect_seed, config.data.cache_dir)
+  return collect.cached_dataset("lift", config.data.num_demos, config.data.collect_seed,
+                                config.data.action_noise, config.data.cache_dir)
 
 
 def evaluate_all(config, policy: Policy, env_args: dict) -> dict:

@@ -34,6 +34,10 @@ def test_collect_writes_robomimic_lift_demos_deterministically(two_demos, tmp_pa
       assert demo["rewards"][-1] == 1 and demo["dones"][-1] == 1 and demo["dones"][:-1].sum() == 0
       assert np.abs(demo["actions"][()]).max() <= 1.0
       assert "<mujoco" in demo.attrs["model_file"]
+      # DART: executed position actions are perturbed, labels are the expert's, gripper untouched.
+      executed, labels = demo["executed_actions"][()], demo["actions"][()]
+      assert executed.shape == labels.shape and not np.allclose(executed[:, :3], labels[:, :3])
+      np.testing.assert_array_equal(executed[:, 3:], labels[:, 3:])
     first_actions = f["data/demo_0/actions"][()]
   again = str(tmp_path / "again.hdf5")
   collect.collect("lift", num_demos=1, out=again, seed=7)

@@ -198,6 +198,7 @@ class RawDemo:
     states: [T, S] flattened MuJoCo states.
     model_file: the episode's MJCF xml (robosuite reloads the model every reset).
     attrs: extra demo attributes (e.g. ``{"seed": 3}``).
+    extra: extra per-step arrays stored next to ``actions`` (e.g. ``executed_actions``).
   """
   obs: Mapping[str, np.ndarray]
   actions: np.ndarray
@@ -206,6 +207,7 @@ class RawDemo:
   states: np.ndarray
   model_file: str = ""
   attrs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  extra: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def write_demos(path: str | os.PathLike[str], demos: Sequence[RawDemo], env_args: Mapping[str, Any],
@@ -239,6 +241,8 @@ def write_demos(path: str | os.PathLike[str], demos: Sequence[RawDemo], env_args
       g.create_dataset("rewards", data=np.asarray(d.rewards))
       g.create_dataset("dones", data=np.asarray(d.dones))
       g.create_dataset("states", data=np.asarray(d.states))
+      for key, value in d.extra.items():
+        g.create_dataset(key, data=np.asarray(value))
     for key, idx in (masks or {}).items():
       f.create_dataset(f"mask/{key}", data=np.array([f"demo_{i}".encode() for i in idx], dtype="S"))
   os.replace(tmp, path)
