@@ -3,11 +3,11 @@ r"""Collects scripted-expert demonstrations in robosuite into a robomimic-format
   python -m ebt_jax.collect --task=lift --num_demos=200 --out=/tmp/lift_scripted.hdf5
 
 Attempt k is reset with seed ``seed * 1_000_000 + k``; only successful episodes are kept (each demo
-stores its ``seed`` attribute), so the file is a deterministic function of (task, num_demos, seed).
-Each demo ends at the first env step at which the task succeeds. The executed position actions are
-perturbed with small Gaussian noise (DART) while ``actions`` keeps the expert's labels; see
-``collect_episode``. 90% / 10% of the demos form the
-``mask/train`` / ``mask/valid`` splits, as in robomimic's datasets.
+stores its ``seed`` attribute), so the file is a deterministic function of (task, num_demos, seed,
+action_noise). Each demo ends at the first env step at which the task succeeds. The executed position
+actions are perturbed with small Gaussian noise (DART) while ``actions`` keeps the expert's labels;
+see ``collect_episode``. 90% / 10% of the demos form the ``mask/train`` / ``mask/valid`` splits, as
+in robomimic's datasets.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from ebt_jax.envs.lift_expert import LiftExpert
 
 TASKS = {"lift": (robosuite_env.lift_env_args, LiftExpert)}
 SEED_STRIDE = 1_000_000
-# Std of the DART noise on executed position actions (1 = 0.05 m per step): 0.2 (1 cm) kept 20/20
-# expert episodes successful; 0.5 (with orientation noise) dropped that to 2/20.
+# Std of the DART noise on executed position actions (1 = 0.05 m per step, so 0.2 = 1 cm). Measured on
+# 20 seeds: position noise 0.15 and 0.25 left the expert at 20/20 successes (52.7 and 61.6 steps);
+# noise of 0.2 on position *and* orientation dropped it to 9/10, 0.5 to 2/10.
 DEFAULT_ACTION_NOISE = 0.2
 
 
