@@ -105,6 +105,7 @@ def collect(task: str, num_demos: int, out: str, seed: int = 0, horizon: int = 4
 
 
 def default_cache_dir() -> str:
+  """``$EBT_JAX_CACHE`` or ``~/.cache/ebt_jax``: where built-in datasets are collected once."""
   return os.environ.get("EBT_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "ebt_jax"))
 
 

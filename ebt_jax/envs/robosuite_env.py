@@ -124,10 +124,10 @@ def _object_sizes_from(rng: np.random.Generator) -> Iterator[None]:
   original = box.get_size
 
   @functools.wraps(original)
-  def seeded_get_size(*args, rng=None, **kwargs):
-    return original(*args, rng=rng if rng is not None else _rng, **kwargs)
+  def seeded_get_size(*args, rng=None, **kwargs):  # pylint: disable=redefined-outer-name
+    return original(*args, rng=rng if rng is not None else default_rng, **kwargs)
 
-  _rng = rng
+  default_rng = rng
   box.get_size = seeded_get_size
   try:
     yield

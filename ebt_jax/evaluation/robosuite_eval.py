@@ -21,6 +21,7 @@ from ebt_jax.evaluation.policy import Policy
 
 @dataclasses.dataclass(frozen=True)
 class EpisodeResult:
+  """One rollout: its reset seed, success, length (env steps at 20 Hz) and per-decision diagnostics."""
   seed: int
   success: bool
   length: int  # env steps taken
@@ -47,7 +48,19 @@ def concat_obs(obs: Mapping[str, np.ndarray], keys: Sequence[str], dims: Sequenc
 
 def run_episode(env, policy: Policy, seed: int, horizon: int, rng: jax.Array,
                 max_steps: int | None = None) -> EpisodeResult:
-  """One rollout from the initial state of ``seed``; see the module docstring."""
+  """One rollout from the initial state of ``seed``; see the module docstring.
+
+  Args:
+    env: robosuite env (from ``robosuite_env.make_env``).
+    policy: maps [1, To, obs_dim] raw observations to [1, Ta, A] raw actions.
+    seed: reset seed (initial cube pose and size, robot joint noise).
+    horizon: max env steps (20 Hz: 400 steps = 20 s).
+    rng: PRNG key for the samplers' initial noise (split per decision).
+    max_steps: inference cap N (default ``policy.sampler.max_steps``).
+
+  Raises:
+    KeyError / ValueError: if the env's observations lack a trained key or have another width.
+  """
   norm = policy.normalizer
   to = policy.model.module.obs_horizon
   obs = concat_obs(robosuite_env.reset(env, seed), norm.obs_keys, norm.obs_key_dims)
