@@ -100,9 +100,10 @@ def train(config, workdir: str, demos: Demos,
   state = init_fn(init_rng)
 
   mngr = checkpoint.manager(workdir, tcfg.keep_checkpoints)
-  normalizer = fit_normalizer(demos)
   start = 0
-  if mngr.latest_step() is not None:
+  if mngr.latest_step() is None:
+    normalizer = fit_normalizer(demos)
+  else:  # the checkpoint's normaliser is the one the parameters were trained with
     saved = checkpoint.restore_normalizer(mngr, mngr.latest_step())
     if (saved.obs_keys, sum(saved.obs_key_dims), len(saved.actions.low)) != (
         demos.obs_keys, demos.obs_dim, demos.action_dim):
