@@ -81,8 +81,15 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   # each train ~1.5x faster than 1 device of 2 threads. Ignored when a GPU/TPU is present.
   c.train.num_cpu_devices = 2
 
-  # Evaluation in robosuite (ebt_jax/evaluation/).
+  # Evaluation (ebt_jax/evaluation/): robosuite (one episode at a time, CPU) or MJX (all episodes in
+  # one jitted scan; fast on GPU/TPU). Both write the same eval.json.
   c.eval = ml_collections.ConfigDict()
+  c.eval.backend = "robosuite"  # robosuite | mjx
+  # MJX initial states: "robosuite" = robosuite's own resets for the eval seeds (the same episodes
+  # as the robosuite backend); "sampled" = robosuite's reset distribution sampled in JAX (no robosuite
+  # resets; for thousands of episodes).
+  c.eval.mjx_initial_states = "robosuite"
+  c.eval.mjx_batch_size = 0  # episodes per jitted call; 0 = all at once (CPU: keep <= 256)
   c.eval.num_episodes = 50
   c.eval.horizon = 400  # control steps
   c.eval.seed = 1_000_000_000  # episode k is reset with seed eval.seed + k (disjoint from demo seeds)

@@ -5,8 +5,8 @@ r"""EBT-Policy end to end: demonstrations -> training -> evaluation in robosuite
 1. Dataset: ``config.data.path`` (a robomimic HDF5 file), or built-in scripted demos collected once into
    the cache (``ebt_jax.collect``).
 2. Training (``ebt_jax.training.trainer``), resuming from ``<workdir>/checkpoints`` if present.
-3. Evaluation of the EMA parameters in robosuite at the configured inference cap and at each cap of
-   ``config.eval.max_steps_sweep``; results in ``<workdir>/eval.json``.
+3. Evaluation of the EMA parameters in robosuite or MJX (``config.eval.backend``) at the configured
+   inference cap and at each cap of ``config.eval.max_steps_sweep``; results in ``<workdir>/eval.json``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Callable
 
 import jax
 from absl import app, flags, logging
@@ -43,16 +44,46 @@ def dataset_path(config) -> str:
                                 config.data.action_noise, config.data.cache_dir)
 
 
-def evaluate_all(config, policy: Policy, env_args: dict) -> dict:
-  """Robosuite evaluation at the configured cap plus every cap of ``eval.max_steps_sweep``."""
+def make_evaluator(config, policy: Policy, env_args: dict) -> Callable[[int], dict]:
+  """-> ``evaluate(max_steps) -> summary`` for ``config.eval.backend`` (robosuite or mjx).
+
+  Both run episodes ``eval.seed + k``, k < ``eval.num_episodes``; MJX by default starts them from
+  robosuite's own reset states for those seeds (``eval.mjx_initial_states``).
+
+  Raises:
+    ValueError: unknown ``eval.backend`` or ``eval.mjx_initial_states``, or MJX asked to evaluate a
+      task other than Lift.
+  """
   e = config.eval
-  env = robosuite_env.make_env(env_args, horizon=e.horizon)
   rng = jax.random.PRNGKey(config.seed + 1)
-  caps = [config.sampler.max_steps] + [c for c in e.max_steps_sweep if c != config.sampler.max_steps]
+  if e.backend == "robosuite":
+    env = robosuite_env.make_env(env_args, horizon=e.horizon)
+    return lambda cap: robosuite_eval.evaluate(policy, env_args, e.num_episodes, e.horizon, e.seed, rng, cap, env=env)
+  if e.backend != "mjx":
+    raise ValueError(f"config.eval.backend={e.backend!r}: use 'robosuite' or 'mjx'")
+  if env_args.get("env_name") != "Lift":
+    raise ValueError(f"the MJX backend implements robosuite Lift only, the dataset's env is {env_args.get('env_name')!r}")
+  from ebt_jax.evaluation import mjx_eval  # pylint: disable=g-import-not-at-top
+  evaluator = mjx_eval.MjxEvaluator(policy, e.horizon)
+  seeds = [e.seed + k for k in range(e.num_episodes)]
+  if e.mjx_initial_states == "robosuite":
+    initial = mjx_eval.initial_states_from_robosuite(robosuite_env.make_env(env_args, horizon=e.horizon), seeds)
+  elif e.mjx_initial_states == "sampled":
+    initial = mjx_eval.sampled_initial_states(evaluator.env, jax.random.PRNGKey(e.seed), e.num_episodes)
+  else:
+    raise ValueError(f"config.eval.mjx_initial_states={e.mjx_initial_states!r}: use 'robosuite' or 'sampled'")
+  return lambda cap: evaluator.evaluate(initial, rng, cap, batch_size=e.mjx_batch_size or None)
+
+
+def evaluate_all(config, policy: Policy, env_args: dict) -> dict:
+  """Evaluation at the configured cap plus every cap of ``eval.max_steps_sweep``, in ``eval.backend``."""
+  evaluate = make_evaluator(config, policy, env_args)
+  caps = [config.sampler.max_steps] + [c for c in config.eval.max_steps_sweep if c != config.sampler.max_steps]
   by_cap = {}
   for cap in caps:
-    by_cap[cap] = robosuite_eval.evaluate(policy, env_args, e.num_episodes, e.horizon, e.seed, rng, cap, env=env)
+    by_cap[cap] = evaluate(cap)
   main_result = dict(by_cap[config.sampler.max_steps])
+  main_result["backend"] = config.eval.backend
   main_result["max_mcmc_steps"] = config.sampler.max_steps
   main_result["by_max_mcmc_steps"] = {
       str(cap): {k: v for k, v in r.items() if k != "episodes"} for cap, r in sorted(by_cap.items())}

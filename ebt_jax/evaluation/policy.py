@@ -43,7 +43,11 @@ class Policy:
   action_horizon: int
 
   @functools.cached_property
-  def _decide(self):
+  def decide(self):
+    """The pure decision function ``(params, obs [B, To, obs_dim] raw, rng, max_steps) -> Decision``.
+
+    Not jitted, so that it can be traced inside a larger jitted function (``mjx_eval``'s rollout).
+    """
     model, norm, sampler = self.model, self.normalizer, self.sampler
     to, tp = model.module.obs_horizon, model.module.pred_horizon
     ta, a_dim = self.action_horizon, model.module.action_dim
@@ -56,7 +60,11 @@ class Policy:
       chunk = jax.lax.dynamic_slice_in_dim(result.actions, to - 1, ta, axis=1)
       return Decision(norm.actions.unnormalize(chunk, xp=jnp), result.energy, result.steps)
 
-    return jax.jit(decide)
+    return decide
+
+  @functools.cached_property
+  def _decide(self):
+    return jax.jit(self.decide)
 
   def __call__(self, obs_history: np.ndarray, rng: jax.Array, max_steps: int | None = None) -> Decision:
     """obs_history: [B, To, obs_dim] raw observations (oldest first) -> ``Decision``.
