@@ -27,6 +27,7 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   c.data.num_demos = 200  # built-in demos: scripted-expert episodes (successes only)
   c.data.collect_seed = 0  # demo k is reset with seed collect_seed * 1_000_000 + k
   c.data.action_noise = 0.2  # DART noise on executed expert position actions (ebt_jax/collect.py)
+  c.data.collect_backend = "robosuite"  # robosuite | mjx (batched, fast on GPU: ebt_jax/collect_mjx.py)
 
   # Horizons (control steps at 20 Hz): observation To, action (executed) Ta, prediction Tp.
   c.horizon = ml_collections.ConfigDict()

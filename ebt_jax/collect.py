@@ -1,6 +1,7 @@
 r"""Collects scripted-expert demonstrations in robosuite into a robomimic-format HDF5 file.
 
   python -m ebt_jax.collect --task=lift --num_demos=200 --out=/tmp/lift_scripted.hdf5
+  python -m ebt_jax.collect --task=lift --num_demos=200 --out=/tmp/lift_mjx.hdf5 --backend=mjx
 
 Attempt k is reset with seed ``seed * 1_000_000 + k``; only successful episodes are kept (each demo
 stores its ``seed`` attribute), so the file is a deterministic function of (task, num_demos, seed,
@@ -69,19 +70,42 @@ def collect_episode(env, expert, seed: int, horizon: int, action_noise: float = 
 
 
 def collect(task: str, num_demos: int, out: str, seed: int = 0, horizon: int = 400,
-            action_noise: float = DEFAULT_ACTION_NOISE, max_attempts: int | None = None) -> str:
+            action_noise: float = DEFAULT_ACTION_NOISE, max_attempts: int | None = None,
+            backend: str = "robosuite", batch_size: int = 256) -> str:
   """Writes ``num_demos`` successful expert demos of ``task`` to ``out`` (robomimic HDF5).
 
-  ``action_noise``: std of the DART perturbation of executed position actions (``collect_episode``).
+  Args:
+    task: ``lift``.
+    num_demos: successful demos to keep.
+    out: output path.
+    seed: collection seed (robosuite: attempt k resets with seed * 1e6 + k; MJX: episode k resets
+      from ``fold_in(PRNGKey(seed), k)``).
+    horizon: max control steps per attempt.
+    action_noise: std of the DART perturbation of executed position actions (``collect_episode``).
+    max_attempts: give up after this many episodes (default 2 * num_demos).
+    backend: ``robosuite`` (one episode at a time) or ``mjx`` (``batch_size`` episodes per jitted call;
+      ``ebt_jax.collect_mjx``).
+    batch_size: MJX episodes per call (CPU: keep <= 256).
 
   Raises:
-    ValueError: unknown task.
-    RuntimeError: fewer than ``num_demos`` successes within ``max_attempts`` (default 2 * num_demos).
+    ValueError: unknown task or backend.
+    RuntimeError: fewer than ``num_demos`` successes within ``max_attempts``.
   """
   if task not in TASKS:
     raise ValueError(f"unknown task {task!r}; available: {sorted(TASKS)}")
   make_env_args, make_expert = TASKS[task]
   env_args = make_env_args(horizon=horizon)
+  if backend == "mjx":
+    from ebt_jax import collect_mjx  # pylint: disable=g-import-not-at-top
+    demos, stats = collect_mjx.collect_demos(num_demos, seed, horizon, action_noise, batch_size, max_attempts)
+    write_demos(out, demos, env_args, _split_masks(num_demos))
+    logging.info("wrote %d MJX %s demos (%.0f%% of %d episodes succeeded, %.1f +- %.1f steps) to %s in %.1f s",
+                 num_demos, task, 100 * stats["success_rate"], stats["attempts"],
+                 np.mean([len(d.actions) for d in demos]), np.std([len(d.actions) for d in demos]), out,
+                 stats["wall_time_s"])
+    return out
+  if backend != "robosuite":
+    raise ValueError(f"unknown collection backend {backend!r}: use 'robosuite' or 'mjx'")
   env = robosuite_env.make_env(env_args)
   expert = make_expert()
   max_attempts = max_attempts or 2 * num_demos
@@ -95,13 +119,17 @@ def collect(task: str, num_demos: int, out: str, seed: int = 0, horizon: int = 4
       if demo is not None:
         demos.append(demo)
         bar.update(1)
-  num_valid = max(1, num_demos // 10) if num_demos > 1 else 0
-  masks = {"train": list(range(num_demos - num_valid)), "valid": list(range(num_demos - num_valid, num_demos))}
-  write_demos(out, demos, env_args, masks)
+  write_demos(out, demos, env_args, _split_masks(num_demos))
   lengths = [len(d.actions) for d in demos]
   logging.info("wrote %d %s demos (%d/%d attempts succeeded, %.1f +- %.1f steps) to %s", num_demos, task,
                num_demos, attempt, np.mean(lengths), np.std(lengths), out)
   return out
+
+
+def _split_masks(num_demos: int) -> dict[str, list[int]]:
+  """robomimic's 90% / 10% ``mask/train`` / ``mask/valid`` split (demo indices)."""
+  num_valid = max(1, num_demos // 10) if num_demos > 1 else 0
+  return {"train": list(range(num_demos - num_valid)), "valid": list(range(num_demos - num_valid, num_demos))}
 
 
 def default_cache_dir() -> str:
@@ -109,21 +137,23 @@ def default_cache_dir() -> str:
   return os.environ.get("EBT_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "ebt_jax"))
 
 
-def cached_dataset(task: str, num_demos: int, seed: int, action_noise: float, cache_dir: str = "") -> str:
-  """Path of the built-in dataset in the cache, collecting it first if it is not there yet."""
-  name = f"{task}_scripted_n{num_demos}_seed{seed}_noise{action_noise:g}.hdf5"
+def cached_dataset(task: str, num_demos: int, seed: int, action_noise: float, cache_dir: str = "",
+                   backend: str = "robosuite") -> str:
+  """Path of the built-in dataset in the cache, collecting it first (with ``backend``) if it is not there yet."""
+  tag = "" if backend == "robosuite" else f"_{backend}"
+  name = f"{task}_scripted{tag}_n{num_demos}_seed{seed}_noise{action_noise:g}.hdf5"
   path = os.path.join(cache_dir or default_cache_dir(), name)
   if not os.path.exists(path):
     logging.info("no dataset given (config.data.path): collecting %d scripted %s demos into %s",
                  num_demos, task, path)
-    collect(task, num_demos, path, seed, action_noise=action_noise)
+    collect(task, num_demos, path, seed, action_noise=action_noise, backend=backend)
   return path
 
 
 def main(argv):
   del argv
   f = flags.FLAGS
-  collect(f.task, f.num_demos, f.out, f.seed, f.horizon, f.action_noise)
+  collect(f.task, f.num_demos, f.out, f.seed, f.horizon, f.action_noise, backend=f.backend, batch_size=f.batch_size)
 
 
 if __name__ == "__main__":
@@ -134,4 +164,6 @@ if __name__ == "__main__":
   flags.DEFINE_integer("seed", 0, "Collection seed (attempt k uses seed * 1e6 + k).")
   flags.DEFINE_integer("horizon", 400, "Max env steps per attempt (20 Hz).")
   flags.DEFINE_float("action_noise", DEFAULT_ACTION_NOISE, "DART noise std on executed position actions.")
+  flags.DEFINE_enum("backend", "robosuite", ["robosuite", "mjx"], "Simulator: robosuite (serial) or MJX (batched).")
+  flags.DEFINE_integer("batch_size", 256, "MJX episodes per jitted call.")
   app.run(main)

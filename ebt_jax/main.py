@@ -41,7 +41,7 @@ def dataset_path(config) -> str:
   if config.data.path:
     return config.data.path
   return collect.cached_dataset("lift", config.data.num_demos, config.data.collect_seed,
-                                config.data.action_noise, config.data.cache_dir)
+                                config.data.action_noise, config.data.cache_dir, config.data.collect_backend)
 
 
 def make_evaluator(config, policy: Policy, env_args: dict) -> Callable[[int], dict]:

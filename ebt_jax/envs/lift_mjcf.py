@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 
 import mujoco
 import numpy as np
@@ -62,6 +63,7 @@ class LiftModel:
     init_qpos: [7] robot's default arm joint pose (rad) before reset noise.
     gripper_init_qpos: [2] finger joint positions at reset (m).
     table_top_z: table surface height (m).
+    robosuite_xml: robosuite's unedited model XML (what robomimic stores as a demo's ``model_file``).
   """
   mj_model: mujoco.MjModel
   cube_body: int
@@ -76,6 +78,7 @@ class LiftModel:
   init_qpos: np.ndarray
   gripper_init_qpos: np.ndarray
   table_top_z: float
+  robosuite_xml: str
 
 
 def robosuite_lift_env():
@@ -116,7 +119,8 @@ def build(env=None) -> LiftModel:
   """
   env = env if env is not None else robosuite_lift_env()
   original = env.sim.model._model  # pylint: disable=protected-access
-  spec = edit_spec(mujoco.MjSpec.from_string(env.model.get_xml()))
+  xml = env.model.get_xml()
+  spec = edit_spec(mujoco.MjSpec.from_string(xml))
   m = spec.compile()
   ids = {}
   for kind, name in (("body", CUBE_BODY), ("geom", CUBE_GEOM), ("site", GRIP_SITE), ("body", EEF_BODY),
@@ -147,7 +151,22 @@ def build(env=None) -> LiftModel:
       init_qpos=np.array(robot.init_qpos, dtype=np.float64),
       gripper_init_qpos=np.array(robot.gripper["right"].init_qpos, dtype=np.float64),
       table_top_z=float(env.model.mujoco_arena.table_offset[2]),
+      robosuite_xml=xml,
   )
+
+
+def xml_with_cube_size(xml: str, half_size) -> str:
+  """robosuite's Lift XML with the cube's collision and visual box half-sizes set to ``half_size`` [3] (m).
+
+  Raises:
+    ValueError: if the XML has no ``cube_g0`` box geom.
+  """
+  size = " ".join(repr(float(h)) for h in half_size)
+  pattern = re.compile(r'(<geom\b[^>]*?\bsize=")[^"]*("[^>]*\bname="%s(?:_vis)?")' % CUBE_GEOM)
+  out, count = pattern.subn(lambda m: m.group(1) + size + m.group(2), xml)
+  if count == 0:
+    raise ValueError(f"robosuite Lift XML has no geom named '{CUBE_GEOM}' with a size attribute")
+  return out
 
 
 @functools.lru_cache(maxsize=1)
