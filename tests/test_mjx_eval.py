@@ -1,0 +1,104 @@
+"""Vectorised MJX evaluation (masking, records, eval.json fields) and the batched MJX demo collector."""
+
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import lift
+from ebt_jax import collect
+from ebt_jax.data.normalization import MinMax, Normalizer
+from ebt_jax.data.robomimic_hdf5 import read_demos
+from ebt_jax.envs import lift_mjcf, mjx_lift
+from ebt_jax.evaluation import mjx_eval, robosuite_eval
+from ebt_jax.evaluation.policy import Policy
+from ebt_jax.models.ebt import make_energy_model
+from ebt_jax.samplers import SamplerConfig
+
+OBS_KEYS = ("object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
+OBS_DIMS = (10, 3, 4, 2)
+
+
+@pytest.fixture(scope="module")
+def env():
+  return mjx_lift.MjxLift.create()
+
+
+def _tiny_policy():
+  config = lift.get_config()
+  config.model.width, config.model.num_layers, config.model.num_obs_layers = 16, 1, 1
+  model = make_energy_model(config, obs_dim=sum(OBS_DIMS), action_dim=7)
+  obs_dim = sum(OBS_DIMS)
+  normalizer = Normalizer(obs=MinMax(-np.ones(obs_dim, np.float32), np.ones(obs_dim, np.float32)),
+                          actions=MinMax(-np.ones(7, np.float32), np.ones(7, np.float32)),
+                          obs_keys=OBS_KEYS, obs_key_dims=OBS_DIMS)
+  return Policy(model=model, params=model.init(jax.random.PRNGKey(0)), normalizer=normalizer,
+                sampler=SamplerConfig.from_config(config.sampler), action_horizon=config.horizon.action)
+
+
+def test_vectorised_eval_masks_finished_episodes_and_writes_eval_json_fields(env):
+  policy = _tiny_policy()
+  qpos, half = jax.vmap(env.sample_initial_qpos)(jax.random.split(jax.random.PRNGKey(1), 2))
+  qpos = np.array(qpos)
+  qpos[0, 11] = 0.95  # episode 0: cube starts 15 cm above the table -> success at the first step
+  initial = mjx_eval.InitialStates(qpos, np.asarray(half), np.array([7, 8]))
+  horizon = 20  # 3 decisions of Ta = 8 (the last one cut at step 20)
+  evaluator = mjx_eval.MjxEvaluator(policy, horizon, env=env)
+  out = jax.device_get(evaluator.rollout(policy.params, jnp.asarray(qpos), jnp.asarray(half),
+                                         jax.random.PRNGKey(0), jnp.int32(2)))
+  np.testing.assert_array_equal(out.success, [True, False])  # an untrained policy does not lift the cube
+  np.testing.assert_array_equal(out.length, [1, horizon])
+  np.testing.assert_array_equal(out.decided, [[True, False, False], [True, True, True]])
+  assert np.all(np.isfinite(out.energy)) and np.all((out.mcmc_steps >= 1) & (out.mcmc_steps <= 2))
+
+  summary = evaluator.evaluate(initial, jax.random.PRNGKey(0), max_steps=2, batch_size=1)  # padded batches
+  reference = robosuite_eval.summarize([robosuite_eval.EpisodeResult(0, True, 1, [2], [0.0])])
+  assert set(reference) <= set(summary)
+  assert summary["success_rate"] == 0.5 and summary["num_episodes"] == 2
+  episodes = summary["episodes"]
+  assert [e["seed"] for e in episodes] == [7, 8] and [e["length"] for e in episodes] == [1, horizon]
+  assert len(episodes[0]["energy"]) == 1 and len(episodes[1]["mcmc_steps"]) == 3
+
+
+def test_vectorised_eval_rejects_observation_key_the_env_lacks(env):
+  policy = _tiny_policy()
+  bad = Normalizer(obs=policy.normalizer.obs, actions=policy.normalizer.actions,
+                   obs_keys=("object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_pos"), obs_key_dims=OBS_DIMS)
+  policy = Policy(policy.model, policy.params, bad, policy.sampler, policy.action_horizon)
+  rollout = mjx_eval.make_rollout(env, policy, horizon=8)
+  qpos, half = env.sample_initial_qpos(jax.random.PRNGKey(0))
+  with pytest.raises(KeyError, match="robot0_gripper_pos"):
+    rollout(policy.params, qpos[None], half[None], jax.random.PRNGKey(0), jnp.int32(2))
+
+
+def test_mjx_collector_writes_successful_robomimic_demos(tmp_path):
+  path = str(tmp_path / "lift_mjx.hdf5")
+  collect.collect("lift", 2, path, seed=0, horizon=120, backend="mjx", batch_size=2)
+  demos = read_demos(path, OBS_KEYS)
+  assert len(demos.episodes) == 2 and demos.env_args["env_name"] == "Lift"
+  with h5py.File(path, "r") as f:
+    for k in range(2):
+      g = f[f"data/demo_{k}"]
+      actions, executed, states = g["actions"][()], g["executed_actions"][()], g["states"][()]
+      n = actions.shape[0]
+      assert 20 < n < 120 and executed.shape == actions.shape and states.shape == (n, 1 + 16 + 15)
+      assert np.abs(actions).max() <= 1.0 and np.abs(executed).max() <= 1.0
+      np.testing.assert_array_equal(executed[:, 3:], actions[:, 3:])  # DART noise on x, y, z only
+      assert not np.allclose(executed[:, :3], actions[:, :3])
+      assert g["rewards"][-1] == 1.0 and g["rewards"][:-1].sum() == 0
+      cube_z = g["obs/object"][:, 2]
+      # Resting on the table (~0.82 m) then lifted: the success (> 0.84 m) comes with the step after the
+      # last stored observation, so that observation is close to it.
+      assert cube_z[-1] - cube_z.min() > 0.01 and cube_z[-1] > 0.83
+      # model_file is robosuite's XML with this episode's cube, consistent with its initial state.
+      half = np.array(_cube_size(g.attrs["model_file"]))
+      assert np.all((half >= 0.020) & (half <= 0.022))
+      np.testing.assert_allclose(states[0, 1 + 11], 0.81 + half[2], atol=1e-6)
+      np.testing.assert_array_equal(g["obs/robot0_eef_pos"].shape, (n, 3))
+
+
+def _cube_size(xml):
+  import mujoco  # pylint: disable=g-import-not-at-top
+  spec = mujoco.MjSpec.from_string(xml)
+  return spec.geom(lift_mjcf.CUBE_GEOM).size
