@@ -42,7 +42,9 @@ def test_vectorised_eval_masks_finished_episodes_and_writes_eval_json_fields(env
   qpos, half = jax.vmap(env.sample_initial_qpos)(jax.random.split(jax.random.PRNGKey(1), 2))
   qpos = np.array(qpos)
   qpos[0, 11] = 0.95  # episode 0: cube starts 15 cm above the table -> success at the first step
-  initial = mjx_eval.InitialStates(qpos, np.asarray(half), np.array([7, 8]))
+  # Three episodes in batches of two: the second batch is padded (and the padding dropped) without
+  # recompiling the rollout.
+  initial = mjx_eval.InitialStates(qpos[[0, 1, 1]], np.asarray(half)[[0, 1, 1]], np.array([7, 8, 9]))
   horizon = 20  # 3 decisions of Ta = 8 (the last one cut at step 20)
   evaluator = mjx_eval.MjxEvaluator(policy, horizon, env=env)
   out = jax.device_get(evaluator.rollout(policy.params, jnp.asarray(qpos), jnp.asarray(half),
@@ -52,12 +54,12 @@ def test_vectorised_eval_masks_finished_episodes_and_writes_eval_json_fields(env
   np.testing.assert_array_equal(out.decided, [[True, False, False], [True, True, True]])
   assert np.all(np.isfinite(out.energy)) and np.all((out.mcmc_steps >= 1) & (out.mcmc_steps <= 2))
 
-  summary = evaluator.evaluate(initial, jax.random.PRNGKey(0), max_steps=2, batch_size=1)  # padded batches
+  summary = evaluator.evaluate(initial, jax.random.PRNGKey(0), max_steps=2, batch_size=2)
   reference = robosuite_eval.summarize([robosuite_eval.EpisodeResult(0, True, 1, [2], [0.0])])
   assert set(reference) <= set(summary)
-  assert summary["success_rate"] == 0.5 and summary["num_episodes"] == 2
+  assert summary["num_episodes"] == 3 and summary["success_rate"] == pytest.approx(1 / 3)
   episodes = summary["episodes"]
-  assert [e["seed"] for e in episodes] == [7, 8] and [e["length"] for e in episodes] == [1, horizon]
+  assert [e["seed"] for e in episodes] == [7, 8, 9] and [e["length"] for e in episodes] == [1, horizon, horizon]
   assert len(episodes[0]["energy"]) == 1 and len(episodes[1]["mcmc_steps"]) == 3
 
 

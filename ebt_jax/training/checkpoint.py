@@ -48,3 +48,44 @@ def restore(mngr: ocp.CheckpointManager, abstract_state: Any, step: int | None =
                                                         normalizer=ocp.args.JsonRestore(),
                                                         config=ocp.args.JsonRestore()))
   return step, restored["state"], Normalizer.from_dict(restored["normalizer"]), restored["config"]
+
+
+def load_policy(workdir: str, step: int | None = None, use_ema: bool = True):
+  """The trained policy of a run directory, without its dataset: -> (``Policy``, ConfigDict).
+
+  Rebuilds the model from the config and normaliser saved with the checkpoint and restores its
+  (EMA) parameters.
+
+  Args:
+    workdir: run directory with ``checkpoints/`` (written by ``ebt_jax.main``).
+    step: checkpoint step (default: latest).
+    use_ema: the EMA parameters (as evaluation uses) or the raw ones.
+
+  Raises:
+    FileNotFoundError: if ``<workdir>/checkpoints`` holds no checkpoint.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from ebt_jax.evaluation.policy import Policy  # pylint: disable=g-import-not-at-top
+  from ebt_jax.models.ebt import make_energy_model  # pylint: disable=g-import-not-at-top
+  from ebt_jax.samplers import SamplerConfig  # pylint: disable=g-import-not-at-top
+  from ebt_jax.training.train_step import init_train_state, make_optimizer  # pylint: disable=g-import-not-at-top
+
+  mngr = manager(workdir, max_to_keep=None)
+  step = mngr.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {os.path.join(os.path.abspath(workdir), 'checkpoints')}")
+  saved = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore(),
+                                                     normalizer=ocp.args.JsonRestore()))
+  config = ml_collections.ConfigDict(saved["config"])
+  normalizer = Normalizer.from_dict(saved["normalizer"])
+  model = make_energy_model(config, sum(normalizer.obs_key_dims), len(normalizer.actions.low))
+  tx = make_optimizer(config.train)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # whatever topology it was saved on
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                          jax.eval_shape(lambda: init_train_state(model, tx, jax.random.PRNGKey(0))))
+  _, state, _, _ = restore(mngr, abstract, step)
+  mngr.close()
+  policy = Policy(model=model, params=state.ema_params if use_ema else state.params, normalizer=normalizer,
+                  sampler=SamplerConfig.from_config(config.sampler), action_horizon=config.horizon.action)
+  return policy, config
