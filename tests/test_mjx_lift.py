@@ -8,15 +8,13 @@ import numpy as np
 import pytest
 from mujoco.mjx._src import collision_driver
 
+from ebt_jax.benchmarks import lift_fidelity
 from ebt_jax.envs import lift_mjcf, mjx_lift, robosuite_env
-from ebt_jax.envs.lift_expert import LiftExpert
 
 EEF_TOL_M = 1e-3  # issue 3: end-effector position within 1 mm at every control step
 CUBE_TOL_M = 2e-3  # cube position within 2 mm
-OBS_TOL = {  # every other observation key, per element
-    "robot0_eef_quat": 5e-3, "robot0_eef_quat_site": 5e-3, "robot0_gripper_qpos": 1e-3,
-    "robot0_joint_pos": 5e-3, "robot0_joint_pos_cos": 5e-3, "robot0_joint_pos_sin": 5e-3,
-    "object_quat": 1e-2, "object_rel": 2e-3,
+OBS_TOL = {  # the other observation entries, max per element (lift_fidelity.replay_in_mjx names)
+    "eef_quat": 5e-3, "eef_quat_site": 5e-3, "fingers": 1e-3, "joints": 5e-3, "cube_quat": 1e-2, "object_rel": 2e-3,
 }
 
 
@@ -89,65 +87,21 @@ def test_reset_distribution_matches_robosuite_lift(rs_env, env):
     np.testing.assert_allclose(init["qpos"][7:9], env.model.gripper_init_qpos)
 
 
-def _robosuite_episode(rs_env, seed, policy, num_steps):
-  """-> (initial state dict, actions [T, 7], observations [T + 1] dicts, success [T]) in robosuite."""
-  obs = robosuite_env.reset(rs_env, seed)
-  init = mjx_lift.initial_state_of(rs_env)
-  actions, observations, success = [], [obs], []
-  for t in range(num_steps):
-    action = policy(t, obs)
-    obs = robosuite_env.low_dim_obs(rs_env.step(action)[0])
-    actions.append(action)
-    observations.append(obs)
-    success.append(robosuite_env.is_success(rs_env))
-  return init, np.stack(actions), observations, np.array(success)
-
-
 def test_mjx_tracks_robosuite_step_by_step_under_expert_and_random_actions(rs_env, env):
   num_steps = 90
-  expert = LiftExpert()
-  episodes = [_robosuite_episode(rs_env, 11, lambda t, obs: expert(obs), num_steps)]
   # Random arm deltas of up to +-2.5 cm / +-0.25 rad per step. (Full-scale +-1 actions drive seed 12's
   # elbow into its joint limit at step ~40; there float32 MJX departs from robosuite by up to ~4 mm
-  # within 50 steps while float64 MJX still agrees to < 1 um: README, "MJX Lift fidelity".)
-  rng = np.random.default_rng(0)
-  random_actions = np.concatenate([0.5 * rng.uniform(-1, 1, (num_steps, 6)),
-                                   np.sign(rng.uniform(-1, 1, (num_steps, 1)))], axis=1)
-  episodes.append(_robosuite_episode(rs_env, 12, lambda t, obs: random_actions[t], num_steps))
-  assert episodes[0][3].any(), "the scripted expert must lift the cube in robosuite"
-
-  qpos = jnp.asarray(np.stack([e[0]["qpos"] for e in episodes]), jnp.float32)
-  half = jnp.asarray(np.stack([e[0]["cube_half_size"] for e in episodes]), jnp.float32)
-  state = jax.jit(jax.vmap(env.reset_to))(qpos, half)
-  step = jax.jit(jax.vmap(env.step))
-  actions = jnp.asarray(np.stack([e[1] for e in episodes], axis=1), jnp.float32)  # [T, 2, 7]
-  errors = {k: [] for k in ("eef", "cube", *OBS_TOL)}
-  mjx_success = []
-  for t in range(num_steps + 1):
-    if t > 0:
-      state = step(state, actions[t - 1])
-      mjx_success.append(np.asarray(state.success))
-    obs = jax.device_get(state.obs)
-    if t == 0:  # every MJX key is a robosuite key with the same value after a reset
-      for key, value in obs.items():
-        for k, ep in enumerate(episodes):
-          assert key in ep[2][0], key
-          np.testing.assert_allclose(value[k], ep[2][0][key], atol=1e-5, err_msg=key)
-    for k, ep in enumerate(episodes):
-      ref = ep[2][t]
-      errors["eef"].append(np.abs(obs["robot0_eef_pos"][k] - ref["robot0_eef_pos"]).max())
-      errors["cube"].append(np.abs(obs["object"][k, :3] - ref["object"][:3]).max())
-      errors["object_quat"].append(np.abs(obs["object"][k, 3:7] - ref["object"][3:7]).max())
-      errors["object_rel"].append(np.abs(obs["object"][k, 7:] - ref["object"][7:]).max())
-      for key in OBS_TOL:
-        if key in ref:
-          errors[key].append(np.abs(obs[key][k] - ref[key]).max())
-  assert max(errors["eef"]) <= EEF_TOL_M, f"eef error {max(errors['eef']) * 1e3:.3f} mm"
-  assert max(errors["cube"]) <= CUBE_TOL_M, f"cube error {max(errors['cube']) * 1e3:.3f} mm"
+  # within 50 steps while float64 MJX still agrees to < 1 um: README, "MJX Lift".)
+  episodes = [lift_fidelity.robosuite_episode(rs_env, 11, lift_fidelity.expert_policy(), num_steps),
+              lift_fidelity.robosuite_episode(rs_env, 12, lift_fidelity.random_policy(0.5, num_steps), num_steps)]
+  assert episodes[0].success.any(), "the scripted expert must lift the cube in robosuite"
+  err = lift_fidelity.replay_in_mjx(env, episodes, jnp.float32)
+  assert err["eef"].max() <= EEF_TOL_M, f"eef error {err['eef'].max() * 1e3:.3f} mm"
+  assert err["cube"].max() <= CUBE_TOL_M, f"cube error {err['cube'].max() * 1e3:.3f} mm"
   for key, tol in OBS_TOL.items():
-    assert errors[key] and max(errors[key]) <= tol, f"{key}: {max(errors[key])}"
-  mjx_success = np.stack(mjx_success)  # [T, 2]
-  np.testing.assert_array_equal(mjx_success[:, 0], episodes[0][3])  # expert: success at the same steps
+    assert err[key].max() <= tol, f"{key}: {err[key].max()}"
+  assert err["reset_obs_max_error"].max() <= 1e-5  # every MJX key equals robosuite's after the reset
+  np.testing.assert_array_equal(err["mjx_success"][0], episodes[0].success)  # success at the same steps
   # The random episode moves the arm far (not a no-op test): the eef travels > 10 cm.
-  eefs = np.stack([e["robot0_eef_pos"] for e in episodes[1][2]])
+  eefs = np.stack([o["robot0_eef_pos"] for o in episodes[1].observations])
   assert np.linalg.norm(eefs - eefs[0], axis=1).max() > 0.1
