@@ -258,7 +258,6 @@ def mjx_mat2quat(mat: jax.Array) -> jax.Array:
 
 def initial_state_of(env) -> dict[str, Any]:
   """A robosuite Lift env's current (reset) state as ``reset_to`` arguments: {qpos [16], cube_half_size [3]}."""
-  lm = lift_mjcf.CUBE_GEOM
   sim = env.sim
-  geom = sim.model.geom_name2id(lm)
+  geom = sim.model.geom_name2id(lift_mjcf.CUBE_GEOM)
   return {"qpos": np.array(sim.data.qpos, np.float64), "cube_half_size": np.array(sim.model.geom_size[geom], np.float64)}
