@@ -25,7 +25,7 @@ from absl import logging
 
 from ebt_jax.envs import mjx_lift, robosuite_env
 from ebt_jax.evaluation.policy import Policy
-from ebt_jax.evaluation.robosuite_eval import EpisodeResult, summarize
+from ebt_jax.evaluation.robosuite_eval import EpisodeResult, concat_obs, summarize
 
 
 class InitialStates(NamedTuple):
@@ -74,22 +74,6 @@ def sampled_initial_states(env: mjx_lift.MjxLift, rng: jax.Array, num: int) -> I
   return InitialStates(np.asarray(qpos), np.asarray(half), np.arange(num))
 
 
-def _concat_obs(obs: dict[str, jax.Array], keys: Sequence[str], dims: Sequence[int]) -> jax.Array:
-  """[N]-batched obs dict -> [N, obs_dim] in the policy's training key order.
-
-  Raises:
-    KeyError / ValueError: naming the missing key or the width mismatch.
-  """
-  parts = []
-  for key, dim in zip(keys, dims):
-    if key not in obs:
-      raise KeyError(f"MJX Lift observation has no key '{key}' (available: {sorted(obs)})")
-    if obs[key].shape[-1] != dim:
-      raise ValueError(f"MJX Lift observation '{key}' has width {obs[key].shape[-1]}, the policy was trained with {dim}")
-    parts.append(obs[key])
-  return jnp.concatenate(parts, axis=-1)
-
-
 def make_rollout(env: mjx_lift.MjxLift, policy: Policy, horizon: int):
   """-> jitted ``rollout(params, qpos [N,16], cube_half_size [N,3], rng, max_steps) -> Rollouts``.
 
@@ -106,7 +90,7 @@ def make_rollout(env: mjx_lift.MjxLift, policy: Policy, horizon: int):
   def rollout(params, qpos, cube_half_size, rng, max_steps):
     states = jax.vmap(env.reset_to)(qpos, cube_half_size)
     n = qpos.shape[0]
-    obs = _concat_obs(states.obs, keys, dims)
+    obs = concat_obs(states.obs, keys, dims, xp=jnp)
     history = jnp.repeat(obs[:, None], to, axis=1)  # [N, To, obs_dim], first observation repeated
     done = jnp.zeros(n, bool)
     success = jnp.zeros(n, bool)
@@ -116,7 +100,7 @@ def make_rollout(env: mjx_lift.MjxLift, policy: Policy, horizon: int):
       states, history, done, success, length, t = carry
       states = step(states, action)
       active = ~done
-      history = jnp.concatenate([history[:, 1:], _concat_obs(states.obs, keys, dims)[:, None]], axis=1)
+      history = jnp.concatenate([history[:, 1:], concat_obs(states.obs, keys, dims, xp=jnp)[:, None]], axis=1)
       success = success | (active & states.success)
       length = length + active.astype(jnp.int32)
       done = done | success | (t + 1 >= horizon)

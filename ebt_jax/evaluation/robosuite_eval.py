@@ -29,8 +29,11 @@ class EpisodeResult:
   energy: list[float]  # per decision, energy of the chosen chunk
 
 
-def concat_obs(obs: Mapping[str, np.ndarray], keys: Sequence[str], dims: Sequence[int]) -> np.ndarray:
-  """robomimic obs dict -> [obs_dim] in the training key order.
+def concat_obs(obs: Mapping[str, Any], keys: Sequence[str], dims: Sequence[int], xp=np):
+  """robomimic obs dict -> [..., obs_dim] float32 in the training key order.
+
+  Serves both backends: robosuite's per-step dict of [dim] numpy arrays (``xp=np``) and MJX's batched
+  dict of [N, dim] arrays (``xp=jax.numpy``); entries are concatenated on the last axis.
 
   Raises:
     KeyError / ValueError: naming the env observation key that is missing or has the wrong width.
@@ -39,11 +42,11 @@ def concat_obs(obs: Mapping[str, np.ndarray], keys: Sequence[str], dims: Sequenc
   for key, dim in zip(keys, dims):
     if key not in obs:
       raise KeyError(f"env observation has no key '{key}' (available: {sorted(obs)})")
-    value = np.asarray(obs[key]).reshape(-1)
-    if value.shape[0] != dim:
-      raise ValueError(f"env observation '{key}' has width {value.shape[0]}, the policy was trained with {dim}")
+    value = xp.asarray(obs[key])
+    if value.shape[-1] != dim:
+      raise ValueError(f"env observation '{key}' has width {value.shape[-1]}, the policy was trained with {dim}")
     parts.append(value)
-  return np.concatenate(parts).astype(np.float32)
+  return xp.concatenate(parts, axis=-1).astype(xp.float32)
 
 
 def run_episode(env, policy: Policy, seed: int, horizon: int, rng: jax.Array,
