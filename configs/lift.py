@@ -21,6 +21,7 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   # Dataset: a robomimic HDF5 file. Empty path = collect scripted demos once into the cache.
   c.data = ml_collections.ConfigDict()
   c.data.path = ""
+  c.data.builtin = "lift_scripted"  # what an empty path means: collect scripted demos (ebt_jax/collect.py)
   c.data.obs_keys = ("object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
   c.data.filter_key = ""  # e.g. "train" to use mask/train; empty = every demo
   c.data.cache_dir = ""  # default: $EBT_JAX_CACHE or ~/.cache/ebt_jax
@@ -96,6 +97,8 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   c.eval.seed = 1_000_000_000  # episode k is reset with seed eval.seed + k (disjoint from demo seeds)
   c.eval.max_steps_sweep = (1, 2, 4, 20)  # also report success at these inference caps
   c.eval.use_ema = True
+  c.eval.every_steps = 0  # also evaluate every this many training steps (eval_curve.jsonl); 0 = off
+  c.eval.plot_episodes = 4  # episodes per column in energy_vs_step.png
 
   if variant == "paper":
     c.model.width = 256

@@ -1,12 +1,15 @@
-r"""EBT-Policy end to end: demonstrations -> training -> evaluation in robosuite.
+r"""EBT-Policy end to end: demonstrations -> training -> evaluation (robosuite / MJX Lift, gym-pusht Push-T).
 
   python -m ebt_jax.main --config=configs/lift.py [--workdir=workdir/lift] [--config.key=value]
+  python -m ebt_jax.main --config=configs/pusht.py --config.data.path=.../pusht_cchi_v7_replay.zarr
 
-1. Dataset: ``config.data.path`` (a robomimic HDF5 file), or built-in scripted demos collected once into
-   the cache (``ebt_jax.collect``).
-2. Training (``ebt_jax.training.trainer``), resuming from ``<workdir>/checkpoints`` if present.
-3. Evaluation of the EMA parameters in robosuite or MJX (``config.eval.backend``) at the configured
-   inference cap and at each cap of ``config.eval.max_steps_sweep``; results in ``<workdir>/eval.json``.
+1. Dataset: ``config.data.path`` (a robomimic HDF5 file or a Diffusion-Policy Zarr replay buffer), or
+   for Lift built-in scripted demos collected once into the cache (``ebt_jax.collect``).
+2. Training (``ebt_jax.training.trainer``), resuming from ``<workdir>/checkpoints`` if present; with
+   ``config.eval.every_steps`` also evaluations during training (``<workdir>/eval_curve.jsonl``).
+3. Evaluation of the EMA parameters (``config.eval.backend``: robosuite, mjx or gym_pusht) at the
+   configured inference cap and at each cap of ``config.eval.max_steps_sweep``; results in
+   ``<workdir>/eval.json``, figures ``energy_vs_step.png`` (and ``coverage_vs_steps.png`` with a curve).
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ebt_jax import collect
-from ebt_jax.data.robomimic_hdf5 import read_demos
+from ebt_jax.data import datasets
 from ebt_jax.envs import robosuite_env
-from ebt_jax.evaluation import robosuite_eval
+from ebt_jax.evaluation import plots, robosuite_eval
 from ebt_jax.evaluation.policy import Policy
 from ebt_jax.samplers import SamplerConfig
 from ebt_jax.training import trainer
@@ -34,21 +37,33 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.ini
 _SKIP_EVAL = flags.DEFINE_bool("skip_eval", False, "Train only.")
 
 EVAL_FILE = "eval.json"
+ENERGY_PLOT = "energy_vs_step.png"
+CURVE_PLOT = "coverage_vs_steps.png"
+SIM_BACKENDS = ("robosuite", "mjx")  # evaluate in the env described by the dataset's env_args
 
 
 def dataset_path(config) -> str:
-  """The configured dataset, or the cached built-in scripted Lift demos (collected on first use)."""
+  """The configured dataset, or the cached built-in scripted Lift demos (collected on first use).
+
+  Raises:
+    ValueError: if ``data.path`` is empty and the config has no built-in dataset (Push-T).
+  """
   if config.data.path:
     return config.data.path
+  if config.data.get("builtin", "") != "lift_scripted":
+    raise ValueError("config.data.path is empty and this config has no built-in dataset: pass "
+                     "--config.data.path=<dataset> (Push-T: the pusht_cchi_v7_replay.zarr directory from "
+                     "https://diffusion-policy.cs.columbia.edu/data/training/pusht.zip)")
   return collect.cached_dataset("lift", config.data.num_demos, config.data.collect_seed,
                                 config.data.action_noise, config.data.cache_dir, config.data.collect_backend)
 
 
 def make_evaluator(config, policy: Policy, env_args: dict) -> Callable[[int], dict]:
-  """-> ``evaluate(max_steps) -> summary`` for ``config.eval.backend`` (robosuite or mjx).
+  """-> ``evaluate(max_steps) -> summary`` for ``config.eval.backend`` (robosuite, mjx or gym_pusht).
 
-  Both run episodes ``eval.seed + k``, k < ``eval.num_episodes``; MJX by default starts them from
-  robosuite's own reset states for those seeds (``eval.mjx_initial_states``).
+  All run episodes ``eval.seed + k``, k < ``eval.num_episodes``, of at most ``eval.horizon`` env steps;
+  MJX by default starts them from robosuite's own reset states for those seeds
+  (``eval.mjx_initial_states``); gym_pusht runs them as one vector env.
 
   Raises:
     ValueError: unknown ``eval.backend`` or ``eval.mjx_initial_states``, or MJX asked to evaluate a
@@ -56,11 +71,16 @@ def make_evaluator(config, policy: Policy, env_args: dict) -> Callable[[int], di
   """
   e = config.eval
   rng = jax.random.PRNGKey(config.seed + 1)
+  if e.backend == "gym_pusht":
+    from ebt_jax.envs import pusht  # pylint: disable=g-import-not-at-top
+    from ebt_jax.evaluation import pusht_eval  # pylint: disable=g-import-not-at-top
+    envs = pusht.make_vector_env(e.num_episodes, e.horizon)
+    return lambda cap: pusht_eval.evaluate(policy, e.num_episodes, e.horizon, e.seed, rng, cap, envs=envs)
   if e.backend == "robosuite":
     env = robosuite_env.make_env(env_args, horizon=e.horizon)
     return lambda cap: robosuite_eval.evaluate(policy, env_args, e.num_episodes, e.horizon, e.seed, rng, cap, env=env)
   if e.backend != "mjx":
-    raise ValueError(f"config.eval.backend={e.backend!r}: use 'robosuite' or 'mjx'")
+    raise ValueError(f"config.eval.backend={e.backend!r}: use 'robosuite', 'mjx' or 'gym_pusht'")
   if env_args.get("env_name") != "Lift":
     raise ValueError(f"the MJX backend implements robosuite Lift only, the dataset's env is {env_args.get('env_name')!r}")
   from ebt_jax.evaluation import mjx_eval  # pylint: disable=g-import-not-at-top
@@ -75,9 +95,9 @@ def make_evaluator(config, policy: Policy, env_args: dict) -> Callable[[int], di
   return lambda cap: evaluator.evaluate(initial, rng, cap, batch_size=e.mjx_batch_size or None)
 
 
-def evaluate_all(config, policy: Policy, env_args: dict) -> dict:
+def evaluate_all(config, policy: Policy, env_args: dict, evaluate: Callable[[int], dict] | None = None) -> dict:
   """Evaluation at the configured cap plus every cap of ``eval.max_steps_sweep``, in ``eval.backend``."""
-  evaluate = make_evaluator(config, policy, env_args)
+  evaluate = evaluate or make_evaluator(config, policy, env_args)
   caps = [config.sampler.max_steps] + [c for c in config.eval.max_steps_sweep if c != config.sampler.max_steps]
   by_cap = {}
   for cap in caps:
@@ -90,27 +110,66 @@ def evaluate_all(config, policy: Policy, env_args: dict) -> dict:
   return main_result
 
 
+def make_policy(config, model, params, normalizer) -> Policy:
+  """The policy of a config's sampler and horizons around trained parameters."""
+  return Policy(model=model, params=params, normalizer=normalizer,
+                sampler=SamplerConfig.from_config(config.sampler), action_horizon=config.horizon.action)
+
+
+def _eval_during_training(config, env_args: dict) -> trainer.EvalFn | None:
+  """``config.eval.every_steps`` > 0: evaluation of the current EMA parameters at ``sampler.max_steps``.
+
+  Each call builds a fresh evaluator (env, jitted decision), so it costs one compilation of the policy
+  (seconds; MJX recompiles its rollout, minutes on CPU).
+  """
+  if not config.eval.get("every_steps", 0):
+    return None
+
+  def evaluate(model, state, normalizer):
+    policy = make_policy(config, model, state.ema_params if config.eval.use_ema else state.params, normalizer)
+    return make_evaluator(config, policy, env_args)(config.sampler.max_steps)
+
+  return evaluate
+
+
+def write_plots(config, workdir: str, result: dict) -> None:
+  """``energy_vs_step.png`` from eval.json's episodes; ``coverage_vs_steps.png`` from the curve, if any."""
+  hz = 10.0 if config.eval.backend == "gym_pusht" else 20.0
+  plots.energy_vs_step(result["episodes"], config.horizon.action, os.path.join(workdir, ENERGY_PLOT),
+                       per_group=config.eval.get("plot_episodes", 4), hz=hz)
+  curve_path = os.path.join(workdir, trainer.CURVE_FILE)
+  if os.path.exists(curve_path):
+    with open(curve_path) as f:
+      records = [json.loads(line) for line in f if line.strip()]
+    keys = ("mean_max_coverage", "success_rate") if "mean_max_coverage" in result else ("success_rate",)
+    plots.curve(records, os.path.join(workdir, CURVE_PLOT), keys)
+
+
 def run(config, workdir: str, skip_eval: bool = False) -> dict | None:
   """The whole job; returns the eval.json contents (None with ``skip_eval``)."""
   t0 = time.time()
   path = dataset_path(config)
-  demos = read_demos(path, config.data.obs_keys, config.data.filter_key or None)
+  demos = datasets.read_configured(config.data, path)
   logging.info("dataset %s: %d demos, %d samples, obs_dim %d, action_dim %d", path, len(demos.episodes),
                demos.num_samples, demos.obs_dim, demos.action_dim)
-  model, state, normalizer = trainer.train(config, workdir, demos)
+  if config.eval.backend in SIM_BACKENDS and not demos.env_args and not skip_eval:
+    raise ValueError(f"{path}: 'data' has no 'env_args' attribute, so there is no env to evaluate in "
+                     f"(eval.backend={config.eval.backend!r})")
+  model, state, normalizer = trainer.train(
+      config, workdir, demos, evaluate=None if skip_eval else _eval_during_training(config, demos.env_args))
   t_train = time.time()
   if skip_eval:
     return None
-  if not demos.env_args:
-    raise ValueError(f"{path}: 'data' has no 'env_args' attribute, so there is no env to evaluate in")
-  params = state.ema_params if config.eval.use_ema else state.params
-  policy = Policy(model=model, params=params, normalizer=normalizer,
-                  sampler=SamplerConfig.from_config(config.sampler), action_horizon=config.horizon.action)
+  policy = make_policy(config, model, state.ema_params if config.eval.use_ema else state.params, normalizer)
   result = evaluate_all(config, policy, demos.env_args)
   result.update(dataset=os.path.abspath(path), train_steps=int(state.step),
                 wall_time_s={"data_and_train": t_train - t0, "eval": time.time() - t_train})
   with open(os.path.join(workdir, EVAL_FILE), "w") as f:
     json.dump(result, f, indent=1)
+  if config.eval.get("every_steps", 0):
+    trainer.append_record(os.path.join(workdir, trainer.CURVE_FILE), {
+        "step": int(state.step), **{k: v for k, v in result.items() if k not in ("episodes", "by_max_mcmc_steps")}})
+  write_plots(config, workdir, result)
   summary = {k: v for k, v in result.items() if k not in ("episodes",)}
   print(json.dumps(summary, indent=1))
   return result

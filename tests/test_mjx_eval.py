@@ -11,7 +11,7 @@ from ebt_jax import collect
 from ebt_jax.data.normalization import MinMax, Normalizer
 from ebt_jax.data.robomimic_hdf5 import read_demos
 from ebt_jax.envs import lift_mjcf, mjx_lift
-from ebt_jax.evaluation import mjx_eval, robosuite_eval
+from ebt_jax.evaluation import episodes, mjx_eval
 from ebt_jax.evaluation.policy import Policy
 from ebt_jax.models.ebt import make_energy_model
 from ebt_jax.samplers import SamplerConfig
@@ -55,7 +55,7 @@ def test_vectorised_eval_masks_finished_episodes_and_writes_eval_json_fields(env
   assert np.all(np.isfinite(out.energy)) and np.all((out.mcmc_steps >= 1) & (out.mcmc_steps <= 2))
 
   summary = evaluator.evaluate(initial, jax.random.PRNGKey(0), max_steps=2, batch_size=2)
-  reference = robosuite_eval.summarize([robosuite_eval.EpisodeResult(0, True, 1, [2], [0.0])])
+  reference = episodes.summarize([episodes.EpisodeResult(0, True, 1, [2], [0.0])])
   assert set(reference) <= set(summary)
   assert summary["num_episodes"] == 3 and summary["success_rate"] == pytest.approx(1 / 3)
   episodes = summary["episodes"]

@@ -29,7 +29,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from ebt_jax.envs import lift_mjcf, mjx_lift, robosuite_env
-from ebt_jax.evaluation import mjx_eval, robosuite_eval
+from ebt_jax.evaluation import episodes, mjx_eval, robosuite_eval
 from ebt_jax.training import checkpoint
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/lift", "Trained run (checkpoints/) for the evaluation timing.")
@@ -101,7 +101,7 @@ def eval_timings(workdir: str, num_episodes: int, horizon: int, seed: int, rs_en
   t0 = time.perf_counter()
   out = jax.block_until_ready(compiled(*args))
   mjx_wall = time.perf_counter() - t0
-  mjx_summary = robosuite_eval.summarize(mjx_eval.to_episode_results(out, seeds))
+  mjx_summary = episodes.summarize(mjx_eval.to_episode_results(out, seeds))
   common = {"num_episodes": num_episodes, "horizon": horizon, "max_mcmc_steps": policy.sampler.max_steps}
   return [dict(common, backend="robosuite", wall_s=rs_wall, compile_s=0.0, success_rate=rs["success_rate"],
                env_steps=int(sum(e["length"] for e in rs["episodes"])), note="episodes end at success"),

@@ -11,7 +11,8 @@ Layout (robomimic v0.3 / v1.5 datasets)::
       states                 [T, S] float   flattened MuJoCo states (for replay / reset)
   mask/<filter_key>          [M] bytes      demo names, e.g. b"demo_3" (train / valid splits)
 
-Every reading error is a ``DatasetError`` naming the file, the demo and the key at fault.
+Every reading error is a ``DatasetError`` naming the file, the demo and the key at fault. The result is
+the format-independent ``ebt_jax.data.demos.Demos``.
 """
 
 from __future__ import annotations
@@ -24,53 +25,7 @@ from typing import Any, Mapping, Sequence
 import h5py
 import numpy as np
 
-
-class DatasetError(ValueError):
-  """A robomimic file is missing, malformed or inconsistent. The message names file, demo and key."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Episode:
-  """One demonstration, low-dim observations concatenated in the configured key order.
-
-  Attributes:
-    name: demo group name, e.g. ``"demo_0"``.
-    obs: [T, obs_dim] float32, the keys of ``Demos.obs_keys`` concatenated (raw units).
-    actions: [T, action_dim] float32 (raw units).
-  """
-  name: str
-  obs: np.ndarray
-  actions: np.ndarray
-
-
-@dataclasses.dataclass(frozen=True)
-class Demos:
-  """Demonstrations read from one file.
-
-  Attributes:
-    path: the file read.
-    episodes: the selected demos, in the file's sorted demo order.
-    obs_keys: observation keys, in concatenation order.
-    obs_key_dims: the width of each key in ``obs`` (same order).
-    env_args: the parsed ``data.attrs["env_args"]`` (empty dict if absent).
-  """
-  path: str
-  episodes: tuple[Episode, ...]
-  obs_keys: tuple[str, ...]
-  obs_key_dims: tuple[int, ...]
-  env_args: dict[str, Any]
-
-  @property
-  def obs_dim(self) -> int:
-    return int(sum(self.obs_key_dims))
-
-  @property
-  def action_dim(self) -> int:
-    return int(self.episodes[0].actions.shape[1])
-
-  @property
-  def num_samples(self) -> int:
-    return int(sum(len(e.actions) for e in self.episodes))
+from ebt_jax.data.demos import DatasetError, Demos, Episode  # pylint: disable=unused-import
 
 
 def _demo_sort_key(name: str):

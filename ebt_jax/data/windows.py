@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from ebt_jax.data.robomimic_hdf5 import Demos
+from ebt_jax.data.demos import Demos
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,7 @@ batch), then an inner ``lax.scan`` executes the Ta actions with the vmapped ``Mj
 episode ends at its first success or after ``horizon`` control steps; finished environments keep
 stepping (shapes are static) but are masked out of success, length and the per-decision records.
 
-The results are the same ``EpisodeResult`` records as ``robosuite_eval``, so both backends write the
+The results are the same ``EpisodeResult`` records (``episodes``) as ``robosuite_eval``, so both backends write the
 same ``eval.json``. Initial states are robosuite's own resets for the evaluation seeds
 (``initial_states_from_robosuite``), so the two backends are scored on identical episodes, or MJX
 samples of robosuite's reset distribution (``MjxLift.sample_initial_qpos``) for large batches.
@@ -25,7 +25,7 @@ from absl import logging
 
 from ebt_jax.envs import mjx_lift, robosuite_env
 from ebt_jax.evaluation.policy import Policy
-from ebt_jax.evaluation.robosuite_eval import EpisodeResult, concat_obs, summarize
+from ebt_jax.evaluation.episodes import EpisodeResult, concat_obs, summarize
 
 
 class InitialStates(NamedTuple):
@@ -144,7 +144,7 @@ class MjxEvaluator:
 
   def evaluate(self, initial: InitialStates, rng: jax.Array, max_steps: int | None = None,
                batch_size: int | None = None) -> dict[str, Any]:
-    """Runs one episode per initial state and summarises them (``robosuite_eval.summarize``).
+    """Runs one episode per initial state and summarises them (``episodes.summarize``).
 
     Args:
       initial: episode initial states (``initial_states_from_robosuite`` or ``sampled_initial_states``).

@@ -8,45 +8,15 @@ episode ends at success (robosuite's ``_check_success``) or after ``horizon`` en
 from __future__ import annotations
 
 import collections
-import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import jax
 import numpy as np
 from absl import logging
 
 from ebt_jax.envs import robosuite_env
+from ebt_jax.evaluation.episodes import EpisodeResult, concat_obs, summarize
 from ebt_jax.evaluation.policy import Policy
-
-
-@dataclasses.dataclass(frozen=True)
-class EpisodeResult:
-  """One rollout: its reset seed, success, length (env steps at 20 Hz) and per-decision diagnostics."""
-  seed: int
-  success: bool
-  length: int  # env steps taken
-  mcmc_steps: list[int]  # per decision
-  energy: list[float]  # per decision, energy of the chosen chunk
-
-
-def concat_obs(obs: Mapping[str, Any], keys: Sequence[str], dims: Sequence[int], xp=np):
-  """robomimic obs dict -> [..., obs_dim] float32 in the training key order.
-
-  Serves both backends: robosuite's per-step dict of [dim] numpy arrays (``xp=np``) and MJX's batched
-  dict of [N, dim] arrays (``xp=jax.numpy``); entries are concatenated on the last axis.
-
-  Raises:
-    KeyError / ValueError: naming the env observation key that is missing or has the wrong width.
-  """
-  parts = []
-  for key, dim in zip(keys, dims):
-    if key not in obs:
-      raise KeyError(f"env observation has no key '{key}' (available: {sorted(obs)})")
-    value = xp.asarray(obs[key])
-    if value.shape[-1] != dim:
-      raise ValueError(f"env observation '{key}' has width {value.shape[-1]}, the policy was trained with {dim}")
-    parts.append(value)
-  return xp.concatenate(parts, axis=-1).astype(xp.float32)
 
 
 def run_episode(env, policy: Policy, seed: int, horizon: int, rng: jax.Array,
@@ -83,19 +53,6 @@ def run_episode(env, policy: Policy, seed: int, horizon: int, rng: jax.Array,
       success = True
       break
   return EpisodeResult(seed=seed, success=success, length=t, mcmc_steps=steps, energy=energies)
-
-
-def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
-  """-> the eval.json fields: success_rate, num_episodes, mean_episode_length, mean_mcmc_steps,
-  mean_final_energy (energy of each episode's last decision, averaged), per-episode records."""
-  return {
-      "success_rate": float(np.mean([r.success for r in results])),
-      "num_episodes": len(results),
-      "mean_episode_length": float(np.mean([r.length for r in results])),
-      "mean_mcmc_steps": float(np.mean(np.concatenate([r.mcmc_steps for r in results]))),
-      "mean_final_energy": float(np.mean([r.energy[-1] for r in results])),
-      "episodes": [dataclasses.asdict(r) for r in results],
-  }
 
 
 def evaluate(policy: Policy, env_args: Mapping[str, Any], num_episodes: int, horizon: int, seed: int,

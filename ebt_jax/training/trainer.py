@@ -18,7 +18,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ebt_jax.data.normalization import MinMax, Normalizer
-from ebt_jax.data.robomimic_hdf5 import Demos
+from ebt_jax.data.demos import Demos
 from ebt_jax.data.windows import WindowDataset
 from ebt_jax.models.ebt import EnergyModel, make_energy_model
 from ebt_jax.samplers import SamplerConfig
@@ -26,6 +26,10 @@ from ebt_jax.training import checkpoint
 from ebt_jax.training.train_step import TrainState, init_train_state, make_optimizer, make_train_step
 
 METRICS_FILE = "metrics.jsonl"
+CURVE_FILE = "eval_curve.jsonl"  # evaluations during training: one {"step": ..., <summary>} per line
+
+# evaluate(model, state, normalizer) -> summary dict (eval.json fields without per-episode records).
+EvalFn = Callable[[EnergyModel, TrainState, Normalizer], dict]
 
 
 def fit_normalizer(demos: Demos) -> Normalizer:
@@ -51,7 +55,8 @@ def _global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
 
 
-def _append_metrics(path: str, record: dict) -> None:
+def append_record(path: str, record: dict) -> None:
+  """Appends one JSON line to ``path`` (on process 0 only)."""
   if jax.process_index() != 0:  # one writer on multi-host runs
     return
   with open(path, "a") as f:
@@ -69,7 +74,8 @@ def _truncate_metrics(path: str, last_step: int) -> None:
 
 
 def train(config, workdir: str, demos: Demos,
-          on_step: Callable[[int, TrainState], None] | None = None) -> tuple[EnergyModel, TrainState, Normalizer]:
+          on_step: Callable[[int, TrainState], None] | None = None,
+          evaluate: EvalFn | None = None) -> tuple[EnergyModel, TrainState, Normalizer]:
   """Trains (or resumes training of) an EBT-Policy on ``demos``; returns (model, state, normaliser).
 
   Args:
@@ -77,6 +83,9 @@ def train(config, workdir: str, demos: Demos,
     workdir: run directory; checkpoints in ``<workdir>/checkpoints``, metrics in ``<workdir>/metrics.jsonl``.
     demos: training demonstrations (raw units; normalised here).
     on_step: optional callback ``(step, state)`` after every step (tests use it to simulate a crash).
+    evaluate: optional evaluation run every ``config.eval.every_steps`` steps before the last one
+      (single-process runs only); each summary is appended to ``<workdir>/eval_curve.jsonl`` with its
+      step, before the checkpoint of that step is written.
 
   Raises:
     ValueError: if the global batch does not divide over the devices, or the demos' dims differ from
@@ -114,7 +123,13 @@ def train(config, workdir: str, demos: Demos,
     start, state, normalizer, _ = checkpoint.restore(mngr, state)
     logging.info("Resumed from %s at step %d", mngr.directory, start)
   metrics_path = os.path.join(workdir, METRICS_FILE)
+  curve_path = os.path.join(workdir, CURVE_FILE)
   _truncate_metrics(metrics_path, start)
+  _truncate_metrics(curve_path, start)
+  eval_every = config.eval.get("every_steps", 0) if "eval" in config else 0
+  if evaluate is not None and eval_every and jax.process_count() > 1:
+    logging.warning("eval.every_steps is ignored on multi-host runs (evaluate the checkpoints instead)")
+    evaluate = None
 
   data = WindowDataset(demos, normalizer, config.horizon.obs, config.horizon.action, config.horizon.pred,
                        seed=config.seed * jax.process_count() + jax.process_index())
@@ -138,7 +153,7 @@ def train(config, workdir: str, demos: Demos,
       for m in host:
         nonfinite_run = nonfinite_run + 1 if m["nonfinite"] else 0
       record.update(step=done, steps_per_s=len(host) / (time.time() - t0))
-      _append_metrics(metrics_path, record)
+      append_record(metrics_path, record)
       logging.info("step %d/%d  loss %.4f  mse_last %.4f  energy %.3f->%.3f  grad_norm %.3f  %.2f steps/s%s",
                    done, tcfg.num_steps, record["loss"], record["mse_last"], record["energy_first"],
                    record["energy_last"], record["grad_norm"], record["steps_per_s"],
@@ -147,6 +162,11 @@ def train(config, workdir: str, demos: Demos,
         raise FloatingPointError(f"{nonfinite_run} consecutive steps with non-finite loss or gradients "
                                  f"(last at step {done}); see {metrics_path}")
       window, t0 = [], time.time()
+    if evaluate is not None and eval_every and done % eval_every == 0 and done < tcfg.num_steps:
+      t_eval = time.time()
+      summary = evaluate(model, state, normalizer)
+      append_record(curve_path, {"step": done, **{k: v for k, v in summary.items() if k != "episodes"}})
+      t0 += time.time() - t_eval  # keep evaluation time out of the next steps/s
     if done % tcfg.checkpoint_every == 0 or done == tcfg.num_steps:
       checkpoint.save(mngr, done, state, normalizer, config_dict)
     if on_step is not None:

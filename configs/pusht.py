@@ -1,0 +1,66 @@
+"""EBT-Policy on Push-T from human demonstrations (low-dim), evaluated in gym-pusht.
+
+  python -m ebt_jax.main --config=configs/pusht.py --config.data.path=<dir>/pusht_cchi_v7_replay.zarr
+  python -m ebt_jax.main --config=configs/pusht.py:paper --config.data.path=...   # GPU-sized
+
+Data: Diffusion Policy's replay buffer (206 human teleoperation episodes, 25,650 steps at 10 Hz;
+https://diffusion-policy.cs.columbia.edu/data/training/pusht.zip). There is no built-in dataset.
+
+Observation (``config.data.obs_keys``): gym-pusht's ``environment_state_agent_pos`` = the T block's 8
+corners (16 numbers, px) and the agent position (2, px). In training they are computed from the
+buffer's ``data/state`` by ``ebt_jax.envs.pusht.observations_from_state`` (``data.derived_obs``), at
+evaluation the live env returns them: the same formula on the same state (tests/test_pusht.py). Raw
+``state`` carries the block angle mod 2 pi, which jumps by 2 pi in 91 of the 206 demos; the corners do
+not. Actions: absolute agent target (x, y) in px, min-max normalised to [-1, 1].
+
+Evaluation: the Diffusion Policy protocol (50 episodes, seeds 100000..100049, <= 300 env steps, success
+= max coverage >= 0.95), all episodes as one batch. ``eval.every_steps`` adds evaluations during
+training (``eval_curve.jsonl`` and ``coverage_vs_steps.png``).
+"""
+
+import ml_collections
+
+from configs import lift
+
+
+def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
+  """variant: ``cpu`` (default, <= 60 min on a 2-core CPU) or ``paper`` (the paper-sized model, GPU)."""
+  if variant not in ("cpu", "paper"):
+    raise ValueError(f"unknown variant {variant!r}: use configs/pusht.py or configs/pusht.py:paper")
+  c = lift.get_config(variant)  # sampler, optimiser and model defaults are shared; the task fields differ
+
+  c.data = ml_collections.ConfigDict()
+  c.data.path = ""  # required: the pusht_cchi_v7_replay.zarr directory
+  c.data.builtin = ""  # no built-in demos for Push-T
+  c.data.obs_keys = ("environment_state", "agent_pos")
+  c.data.derived_obs = "pusht"  # observations from data/state, as gym-pusht computes them
+  c.data.action_key = "action"
+  c.data.filter_key = ""
+
+  # Horizons in env steps at 10 Hz (Diffusion Policy's Push-T: To 2, Ta 8, Tp 16).
+  c.horizon.obs = 2
+  c.horizon.action = 8
+  c.horizon.pred = 16
+
+  c.train.batch_size = 64
+  c.train.num_steps = 3000
+  c.train.learning_rate = 5e-4
+  c.train.warmup_steps = 100
+  c.train.checkpoint_every = 500
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.backend = "gym_pusht"
+  c.eval.num_episodes = 50
+  c.eval.seed = 100_000  # episode k is reset with seed 100000 + k (Diffusion Policy's test seeds)
+  c.eval.horizon = 300  # max env steps per episode (30 s at 10 Hz)
+  c.eval.max_steps_sweep = (1, 2, 4, 20)
+  c.eval.use_ema = True
+  c.eval.every_steps = 500  # also evaluate (at sampler.max_steps) every this many training steps; 0 = off
+  c.eval.plot_episodes = 4  # episodes per column in energy_vs_step.png
+
+  if variant == "paper":
+    c.train.batch_size = 256
+    c.train.num_steps = 100_000
+    c.train.checkpoint_every = 5000
+    c.eval.every_steps = 5000
+  return c

@@ -1,0 +1,62 @@
+"""The dataset interface every reader returns: demonstrations as episodes of low-dim observations and actions.
+
+Two formats feed it (``ebt_jax.data.datasets.read_dataset`` picks by path): robomimic HDF5
+(``robomimic_hdf5``) and Diffusion-Policy Zarr replay buffers (``zarr_replay``). Everything after it
+(normalisation, windowing, batching, training) is format-independent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+
+class DatasetError(ValueError):
+  """A dataset is missing, malformed or inconsistent. The message names the file, the demo and the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Episode:
+  """One demonstration, low-dim observations concatenated in the configured key order.
+
+  Attributes:
+    name: demo name: the robomimic group (``"demo_0"``) or the replay-buffer episode (``"episode_0"``).
+    obs: [T, obs_dim] float32, the keys of ``Demos.obs_keys`` concatenated (raw units).
+    actions: [T, action_dim] float32 (raw units).
+  """
+  name: str
+  obs: np.ndarray
+  actions: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Demos:
+  """Demonstrations read from one dataset (HDF5 file or Zarr directory).
+
+  Attributes:
+    path: the dataset read.
+    episodes: the selected demos, in the dataset's order.
+    obs_keys: observation keys, in concatenation order.
+    obs_key_dims: the width of each key in ``obs`` (same order).
+    env_args: robomimic's parsed ``data.attrs["env_args"]`` (the robosuite env to evaluate in); empty
+      for formats without one (Zarr replay buffers: the config names the env).
+  """
+  path: str
+  episodes: tuple[Episode, ...]
+  obs_keys: tuple[str, ...]
+  obs_key_dims: tuple[int, ...]
+  env_args: dict[str, Any]
+
+  @property
+  def obs_dim(self) -> int:
+    return int(sum(self.obs_key_dims))
+
+  @property
+  def action_dim(self) -> int:
+    return int(self.episodes[0].actions.shape[1])
+
+  @property
+  def num_samples(self) -> int:
+    return int(sum(len(e.actions) for e in self.episodes))

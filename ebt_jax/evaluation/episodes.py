@@ -1,0 +1,71 @@
+"""Per-episode records and the eval.json summary, shared by every evaluator (robosuite, MJX, gym-pusht)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeResult:
+  """One rollout: its reset seed, success, length and per-decision diagnostics.
+
+  Attributes:
+    seed: the env's reset seed.
+    success: the task's success (Lift: cube lifted; Push-T: max coverage >= 0.95).
+    length: env steps taken (Lift 20 Hz, Push-T 10 Hz).
+    mcmc_steps: per decision, MCMC steps used.
+    energy: per decision, energy of the chosen chunk (decision k is taken at env step k * Ta).
+    max_coverage: Push-T only: the episode's maximum goal coverage in [0, 1].
+    coverage: Push-T only: goal coverage after each env step, [length].
+  """
+  seed: int
+  success: bool
+  length: int
+  mcmc_steps: list[int]
+  energy: list[float]
+  max_coverage: float | None = None
+  coverage: list[float] | None = None
+
+
+def concat_obs(obs: Mapping[str, Any], keys: Sequence[str], dims: Sequence[int], xp=np):
+  """Env observation dict -> [..., obs_dim] float32 in the training key order.
+
+  Serves every backend: robosuite's per-step dict of [dim] numpy arrays (``xp=np``), MJX's batched dict
+  of [N, dim] arrays (``xp=jax.numpy``) and gym-pusht's vector-env dict of [N, dim] numpy arrays;
+  entries are concatenated on the last axis.
+
+  Raises:
+    KeyError / ValueError: naming the env observation key that is missing or has the wrong width.
+  """
+  parts = []
+  for key, dim in zip(keys, dims):
+    if key not in obs:
+      raise KeyError(f"env observation has no key '{key}' (available: {sorted(obs)})")
+    value = xp.asarray(obs[key])
+    if value.shape[-1] != dim:
+      raise ValueError(f"env observation '{key}' has width {value.shape[-1]}, the policy was trained with {dim}")
+    parts.append(value)
+  return xp.concatenate(parts, axis=-1).astype(xp.float32)
+
+
+def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
+  """-> the eval.json fields: success_rate, num_episodes, mean_episode_length, mean_mcmc_steps,
+  mean_final_energy (energy of each episode's last decision, averaged), per-episode records; with
+  coverage (Push-T) also mean_max_coverage and mean_max_score (Diffusion Policy's reported score: the
+  episode's max of min(coverage / 0.95, 1), averaged)."""
+  summary = {
+      "success_rate": float(np.mean([r.success for r in results])),
+      "num_episodes": len(results),
+      "mean_episode_length": float(np.mean([r.length for r in results])),
+      "mean_mcmc_steps": float(np.mean(np.concatenate([r.mcmc_steps for r in results]))),
+      "mean_final_energy": float(np.mean([r.energy[-1] for r in results])),
+  }
+  if all(r.max_coverage is not None for r in results):
+    cov = np.array([r.max_coverage for r in results])
+    summary["mean_max_coverage"] = float(cov.mean())
+    summary["mean_max_score"] = float(np.clip(cov / 0.95, 0.0, 1.0).mean())
+  summary["episodes"] = [{k: v for k, v in dataclasses.asdict(r).items() if v is not None} for r in results]
+  return summary

@@ -1,0 +1,75 @@
+"""PNG figures of an evaluation: energy over an episode, and success / coverage over training.
+
+Both read the records written to a run directory (``eval.json``'s ``episodes``, ``eval_curve.jsonl``),
+so they can be redrawn from a finished run. matplotlib with the non-interactive Agg backend.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def energy_vs_step(episodes: Sequence[Mapping[str, Any]], action_horizon: int, path: str,
+                   per_group: int = 4, hz: float | None = None) -> None:
+  """Energy of each decision against the env step it was taken at, successes and failures side by side.
+
+  Args:
+    episodes: eval.json's per-episode records (``energy`` per decision, ``success``, ``seed``, and
+      ``coverage`` per env step when the task has it, drawn in a second row).
+    action_horizon: Ta; decision k is taken at env step k * Ta.
+    path: the PNG to write.
+    per_group: episodes drawn per column (the first successes and the first failures, in seed order).
+    hz: control rate, to label the x axis in seconds too (optional).
+  """
+  groups = {"success": [e for e in episodes if e["success"]][:per_group],
+            "failure": [e for e in episodes if not e["success"]][:per_group]}
+  has_coverage = any("coverage" in e for e in episodes)
+  rows = 2 if has_coverage else 1
+  fig, axes = plt.subplots(rows, 2, figsize=(11, 3.6 * rows), sharex=True, squeeze=False)
+  for col, (name, eps) in enumerate(groups.items()):
+    ax = axes[0, col]
+    for e in eps:
+      steps = [k * action_horizon for k in range(len(e["energy"]))]
+      ax.plot(steps, e["energy"], marker=".", label=f"seed {e['seed']}")
+    total = sum(1 for e in episodes if (e["success"] == (name == "success")))
+    ax.set_title(f"{name}: {len(eps)} of {total} episodes")
+    ax.set_ylabel("energy of chosen chunk")
+    if eps:
+      ax.legend(fontsize=7)
+    else:
+      ax.text(0.5, 0.5, "no successes" if name == "success" else "no failures", transform=ax.transAxes, ha="center")
+    if has_coverage:
+      cax = axes[1, col]
+      for e in eps:
+        cax.plot(range(1, len(e["coverage"]) + 1), e["coverage"])
+      cax.axhline(0.95, color="gray", ls="--", lw=0.8)
+      cax.set_ylabel("goal coverage")
+      cax.set_ylim(0, 1)
+  for ax in axes[-1]:
+    ax.set_xlabel("env step" + (f" ({hz:g} Hz)" if hz else ""))
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def curve(records: Sequence[Mapping[str, Any]], path: str,
+          keys: Sequence[str] = ("mean_max_coverage", "success_rate")) -> None:
+  """Evaluation metrics against training steps (``eval_curve.jsonl`` records: ``step`` + metrics)."""
+  records = sorted(records, key=lambda r: r["step"])
+  fig, ax = plt.subplots(figsize=(6, 3.8))
+  for key in keys:
+    pts = [(r["step"], r[key]) for r in records if key in r]
+    if pts:
+      ax.plot(*zip(*pts), marker="o", label=key)
+  ax.set_xlabel("training step")
+  ax.set_ylim(0, 1)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
