@@ -21,6 +21,7 @@ live env returns (``tests/test_pusht.py`` checks both against each other on data
 from __future__ import annotations
 
 import functools
+import os
 from typing import Mapping
 
 import numpy as np
@@ -73,6 +74,7 @@ def observations_from_state(arrays: Mapping[str, np.ndarray]) -> dict[str, np.nd
 
 
 def _import_gym_pusht():
+  os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # gym-pusht imports pygame (drawing only)
   import gymnasium  # pylint: disable=g-import-not-at-top
   import gym_pusht  # pylint: disable=g-import-not-at-top,unused-import  # registers ENV_ID
   return gymnasium
