@@ -16,6 +16,7 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   if variant not in ("cpu", "paper"):
     raise ValueError(f"unknown variant {variant!r}: use configs/lift.py or configs/lift.py:paper")
   c = ml_collections.ConfigDict()
+  c.name = "lift"  # default run directory: workdir/<name>
   c.seed = 0
 
   # Dataset: a robomimic HDF5 file. Empty path = collect scripted demos once into the cache.

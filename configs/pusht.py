@@ -28,6 +28,7 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   if variant not in ("cpu", "paper"):
     raise ValueError(f"unknown variant {variant!r}: use configs/pusht.py or configs/pusht.py:paper")
   c = lift.get_config(variant)  # sampler, optimiser and model defaults are shared; the task fields differ
+  c.name = "pusht"  # default run directory: workdir/pusht
 
   c.data = ml_collections.ConfigDict()
   c.data.path = ""  # required: the pusht_cchi_v7_replay.zarr directory

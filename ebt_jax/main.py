@@ -1,6 +1,6 @@
 r"""EBT-Policy end to end: demonstrations -> training -> evaluation (robosuite / MJX Lift, gym-pusht Push-T).
 
-  python -m ebt_jax.main --config=configs/lift.py [--workdir=workdir/lift] [--config.key=value]
+  python -m ebt_jax.main --config=configs/lift.py [--workdir=workdir/<config.name>] [--config.key=value]
   python -m ebt_jax.main --config=configs/pusht.py --config.data.path=.../pusht_cchi_v7_replay.zarr
 
 1. Dataset: ``config.data.path`` (a robomimic HDF5 file or a Diffusion-Policy Zarr replay buffer), or
@@ -32,7 +32,8 @@ from ebt_jax.samplers import SamplerConfig
 from ebt_jax.training import trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/lift.py.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", "workdir/lift", "Run directory (checkpoints, metrics, eval.json).")
+_WORKDIR = flags.DEFINE_string("workdir", "", "Run directory (checkpoints, metrics, eval.json); "
+                               "default workdir/<config.name>, e.g. workdir/lift, workdir/pusht.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host, e.g. TPU pods).")
 _SKIP_EVAL = flags.DEFINE_bool("skip_eval", False, "Train only.")
 
@@ -196,7 +197,7 @@ def main(argv):
   # Must happen before the backend starts; has no effect on GPU/TPU devices.
   jax.config.update("jax_num_cpu_devices", config.train.num_cpu_devices)
   logging.info("devices: %s", jax.devices())
-  run(config, _WORKDIR.value, _SKIP_EVAL.value)
+  run(config, _WORKDIR.value or os.path.join("workdir", config.get("name", "run")), _SKIP_EVAL.value)
 
 
 if __name__ == "__main__":
