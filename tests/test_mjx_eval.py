@@ -58,9 +58,9 @@ def test_vectorised_eval_masks_finished_episodes_and_writes_eval_json_fields(env
   reference = episodes.summarize([episodes.EpisodeResult(0, True, 1, [2], [0.0])])
   assert set(reference) <= set(summary)
   assert summary["num_episodes"] == 3 and summary["success_rate"] == pytest.approx(1 / 3)
-  episodes = summary["episodes"]
-  assert [e["seed"] for e in episodes] == [7, 8, 9] and [e["length"] for e in episodes] == [1, horizon, horizon]
-  assert len(episodes[0]["energy"]) == 1 and len(episodes[1]["mcmc_steps"]) == 3
+  records = summary["episodes"]
+  assert [e["seed"] for e in records] == [7, 8, 9] and [e["length"] for e in records] == [1, horizon, horizon]
+  assert len(records[0]["energy"]) == 1 and len(records[1]["mcmc_steps"]) == 3
 
 
 def test_vectorised_eval_rejects_observation_key_the_env_lacks(env):

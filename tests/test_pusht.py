@@ -19,6 +19,7 @@ from ebt_jax.data.normalization import MinMax, Normalizer
 from ebt_jax.data.windows import WindowDataset
 from ebt_jax.data.zarr_replay import read_replay_buffer
 from ebt_jax.envs import pusht
+from ebt_jax.evaluation import episodes as episodes_lib
 from ebt_jax.evaluation import pusht_eval
 from ebt_jax.evaluation.policy import Decision
 from ebt_jax.training.trainer import fit_normalizer
@@ -233,3 +234,11 @@ def test_main_job_on_pusht(tmp_path):
 def test_pusht_config_requires_a_dataset_path():
   with pytest.raises(ValueError, match="config.data.path is empty.*pusht_cchi_v7_replay.zarr"):
     main.dataset_path(pusht_config.get_config())
+
+
+def test_energy_coverage_spearman_is_a_rank_correlation():
+  episodes = [{"energy": [e, e + 0.1], "max_coverage": c} for e, c in [(-2.5, 0.9), (-2.4, 0.5), (-2.0, 0.1), (-2.2, 0.3)]]
+  assert episodes_lib.energy_coverage_spearman(episodes) == pytest.approx(-1.0)
+  episodes[0]["max_coverage"] = 0.0  # the lowest-energy episode now covers least
+  assert episodes_lib.energy_coverage_spearman(episodes) == pytest.approx(0.2)
+  assert episodes_lib.energy_coverage_spearman(episodes[:2]) is None

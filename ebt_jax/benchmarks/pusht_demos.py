@@ -6,7 +6,9 @@ Each episode starts from its recorded first state (``pusht.set_state``) and exec
 actions. Prints, over all episodes: the max coverage (mean, quantiles), the protocol's success rate
 (max coverage >= 0.95), Diffusion Policy's mean score, and how far the replayed agent / block drift
 from the recorded states (px), i.e. how exactly gym-pusht reproduces the env the data came from.
-This is the reference a policy trained on these demos is compared with.
+This is the reference a policy trained on these demos is compared with; the other end is
+``protocol_seeds_initial_coverage_mean``: the coverage at reset of the protocol's seeds, which is what a
+policy that never moves the block scores.
 """
 
 from __future__ import annotations
@@ -22,6 +24,18 @@ from ebt_jax.envs import pusht
 
 _DATA = flags.DEFINE_string("data", None, "Diffusion-Policy Push-T replay buffer (.zarr directory).", required=True)
 _OUT = flags.DEFINE_string("out", "", "Optional JSON file for the per-episode numbers.")
+_SEED = flags.DEFINE_integer("seed", 100_000, "First protocol seed, for the do-nothing baseline.")
+_EPISODES = flags.DEFINE_integer("num_episodes", 50, "Protocol episodes, for the do-nothing baseline.")
+
+
+def initial_coverage(seeds) -> np.ndarray:
+  """Goal coverage at reset for each seed: the max coverage of a policy that never moves the block."""
+  env = pusht.make_env()
+  out = []
+  for seed in seeds:
+    env.reset(seed=int(seed))
+    out.append(env.unwrapped._get_coverage())  # pylint: disable=protected-access
+  return np.array(out)
 
 
 def replay(state: np.ndarray, action: np.ndarray, ends: np.ndarray) -> list[dict]:
@@ -59,6 +73,7 @@ def main(argv):
       "success_rate": float((cov >= pusht.SUCCESS_COVERAGE).mean()),
       "mean_max_score": float(np.clip(cov / pusht.SUCCESS_COVERAGE, 0, 1).mean()),
       "episodes_drifting_over_1px": int((drift > 1.0).sum()), "median_max_drift_px": float(np.median(drift)),
+      "protocol_seeds_initial_coverage_mean": float(initial_coverage(range(_SEED.value, _SEED.value + _EPISODES.value)).mean()),
   }
   print(json.dumps(summary, indent=1))
   if _OUT.value:

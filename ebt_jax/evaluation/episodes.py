@@ -54,8 +54,8 @@ def concat_obs(obs: Mapping[str, Any], keys: Sequence[str], dims: Sequence[int],
 def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
   """-> the eval.json fields: success_rate, num_episodes, mean_episode_length, mean_mcmc_steps,
   mean_final_energy (energy of each episode's last decision, averaged), per-episode records; with
-  coverage (Push-T) also mean_max_coverage and mean_max_score (Diffusion Policy's reported score: the
-  episode's max of min(coverage / 0.95, 1), averaged)."""
+  coverage (Push-T) also mean_max_coverage, mean_max_score (Diffusion Policy's reported score: the
+  episode's max of min(coverage / 0.95, 1), averaged) and energy_coverage_spearman."""
   summary = {
       "success_rate": float(np.mean([r.success for r in results])),
       "num_episodes": len(results),
@@ -67,5 +67,21 @@ def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
     cov = np.array([r.max_coverage for r in results])
     summary["mean_max_coverage"] = float(cov.mean())
     summary["mean_max_score"] = float(np.clip(cov / 0.95, 0.0, 1.0).mean())
+    summary["energy_coverage_spearman"] = energy_coverage_spearman([dataclasses.asdict(r) for r in results])
   summary["episodes"] = [{k: v for k, v in dataclasses.asdict(r).items() if v is not None} for r in results]
   return summary
+
+
+def energy_coverage_spearman(episodes: Sequence[Mapping[str, Any]]) -> float | None:
+  """Spearman rank correlation over episodes of the mean decision energy and the max coverage.
+
+  The energy as an uncertainty signal: negative when the episodes the policy is less sure of (higher
+  energy) are the ones that cover less of the goal. ``episodes``: eval.json records with ``energy`` and
+  ``max_coverage``. None with fewer than 3 episodes or a constant input.
+  """
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  energy = np.array([np.mean(e["energy"]) for e in episodes])
+  coverage = np.array([e["max_coverage"] for e in episodes])
+  if len(episodes) < 3 or np.ptp(energy) == 0 or np.ptp(coverage) == 0:
+    return None
+  return float(stats.spearmanr(energy, coverage).statistic)

@@ -20,29 +20,38 @@ def energy_vs_step(episodes: Sequence[Mapping[str, Any]], action_horizon: int, p
 
   Args:
     episodes: eval.json's per-episode records (``energy`` per decision, ``success``, ``seed``, and
-      ``coverage`` per env step when the task has it, drawn in a second row).
+      ``coverage`` per env step / ``max_coverage`` when the task has them, drawn in a second row).
+      With coverage but no successes (Push-T), the left column shows the highest-coverage episodes and
+      the right one the lowest.
     action_horizon: Ta; decision k is taken at env step k * Ta.
     path: the PNG to write.
-    per_group: episodes drawn per column (the first successes and the first failures, in seed order).
+    per_group: episodes drawn per column (successes in seed order; failures lowest max coverage first).
     hz: control rate, to label the x axis in seconds too (optional).
   """
-  groups = {"success": [e for e in episodes if e["success"]][:per_group],
-            "failure": [e for e in episodes if not e["success"]][:per_group]}
-  has_coverage = any("coverage" in e for e in episodes)
+  has_coverage = any("max_coverage" in e for e in episodes)
+  successes = [e for e in episodes if e["success"]]
+  failures = [e for e in episodes if not e["success"]]
+  if has_coverage:  # failures from the lowest max coverage up
+    failures = sorted(failures, key=lambda e: e["max_coverage"])
+  if has_coverage and not successes:  # Push-T: success (>= 0.95) is rare; show the best episodes instead
+    best = sorted(episodes, key=lambda e: -e["max_coverage"])[:per_group]
+    groups = {"no successes; highest max coverage": best, "lowest max coverage": failures[:per_group]}
+  else:
+    groups = {"success": successes[:per_group], "failure": failures[:per_group]}
   rows = 2 if has_coverage else 1
   fig, axes = plt.subplots(rows, 2, figsize=(11, 3.6 * rows), sharex=True, squeeze=False)
   for col, (name, eps) in enumerate(groups.items()):
     ax = axes[0, col]
     for e in eps:
       steps = [k * action_horizon for k in range(len(e["energy"]))]
-      ax.plot(steps, e["energy"], marker=".", label=f"seed {e['seed']}")
-    total = sum(1 for e in episodes if (e["success"] == (name == "success")))
-    ax.set_title(f"{name}: {len(eps)} of {total} episodes")
+      label = f"seed {e['seed']}" + (f", max cov {e['max_coverage']:.2f}" if has_coverage else "")
+      ax.plot(steps, e["energy"], marker=".", label=label)
+    ax.set_title(f"{name} ({len(eps)} of {len(episodes)} episodes)", fontsize=10)
     ax.set_ylabel("energy of chosen chunk")
     if eps:
       ax.legend(fontsize=7)
     else:
-      ax.text(0.5, 0.5, "no successes" if name == "success" else "no failures", transform=ax.transAxes, ha="center")
+      ax.text(0.5, 0.5, f"no {name}", transform=ax.transAxes, ha="center")
     if has_coverage:
       cax = axes[1, col]
       for e in eps:
