@@ -1,0 +1,170 @@
+"""Diffusion Policy's samplers as pure functions: the cosine noise schedule, the forward process, and
+DDPM / DDIM reverse processes over an epsilon-prediction network, written with ``lax.scan``.
+
+The baseline EBT-Policy is compared with (Chi et al. 2023, which uses diffusers' schedulers):
+
+* schedule ``squaredcos_cap_v2`` (Nichol & Dhariwal 2021, Eq. 17): alpha_bar(t) = f(t) / f(0),
+  f(t) = cos(((t / T + s) / (1 + s)) * pi / 2)^2, s = 0.008; beta_t = min(1 - alpha_bar(t+1) / alpha_bar(t), 0.999)
+  for t = 0 .. T-1 (T = 100 training steps);
+* forward process q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) (Ho et al. 2020, Eq. 4);
+* DDPM step (Ho et al. 2020, Eq. 6-7, "fixed small" variance beta~_t): predicted x_0 from epsilon, clipped
+  to [-1, 1], then the posterior mean mu~_t(x_t, x_0) plus sqrt(beta~_t) z for t > 0;
+* DDIM step, eta = 0 (Song et al. 2021, Eq. 12): x_prev = sqrt(alpha_bar_prev) x_0 + sqrt(1 - alpha_bar_prev) eps,
+  with x_0 clipped and alpha_bar_prev = 1 past the last step (diffusers' ``set_alpha_to_one``); K inference
+  steps use timesteps T - T/K, ..., T/K, 0 (diffusers' "leading" spacing).
+
+Arrays: samples ``x`` [B, Tp, A] float32 (normalised actions in [-1, 1]); timesteps int32 in [0, T).
+``eps_fn(x [B, Tp, A], t [B] int32) -> [B, Tp, A]`` is the noise-prediction network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def squaredcos_cap_v2(num_train_steps: int = 100, cosine_s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
+  """betas [T] float64 of the cosine schedule (module docstring; diffusers ``squaredcos_cap_v2``).
+
+  Raises:
+    ValueError: if ``num_train_steps`` < 1.
+  """
+  if num_train_steps < 1:
+    raise ValueError(f"num_train_steps must be >= 1, got {num_train_steps}")
+  f = lambda u: np.cos((u + cosine_s) / (1 + cosine_s) * np.pi / 2) ** 2
+  u = np.arange(num_train_steps + 1, dtype=np.float64) / num_train_steps
+  return np.minimum(1.0 - f(u[1:]) / f(u[:-1]), max_beta)
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionSchedule:
+  """Per-timestep constants of a discrete diffusion process.
+
+  Attributes:
+    betas: [T] beta_t.
+    alphas_cumprod: [T] alpha_bar_t = prod_{s <= t} (1 - beta_s).
+    clip_sample: clip predicted x_0 to [-1, 1] (Diffusion Policy: True).
+  """
+  betas: np.ndarray
+  alphas_cumprod: np.ndarray
+  clip_sample: bool = True
+
+  @classmethod
+  def cosine(cls, num_train_steps: int = 100, clip_sample: bool = True) -> "DiffusionSchedule":
+    """The ``squaredcos_cap_v2`` schedule with ``num_train_steps`` steps."""
+    betas = squaredcos_cap_v2(num_train_steps)
+    return cls(betas=betas, alphas_cumprod=np.cumprod(1.0 - betas), clip_sample=clip_sample)
+
+  @property
+  def num_train_steps(self) -> int:
+    return len(self.betas)
+
+  def _at(self, table: np.ndarray, t: jax.Array, ndim: int) -> jax.Array:
+    """table[t] for t [B], broadcast to a [B, 1, ..., 1] array of ``ndim`` dims (float32)."""
+    value = jnp.asarray(table, jnp.float32)[t]
+    return value.reshape(value.shape + (1,) * (ndim - value.ndim))
+
+  def alpha_bar(self, t: jax.Array, ndim: int) -> jax.Array:
+    """alpha_bar_t for t [B] (t = -1 gives 1: the clean sample), shaped [B, 1, ..., 1]."""
+    padded = np.concatenate([[1.0], self.alphas_cumprod])
+    return self._at(padded, t + 1, ndim)
+
+
+def add_noise(schedule: DiffusionSchedule, x0: jax.Array, noise: jax.Array, t: jax.Array) -> jax.Array:
+  """Forward process sample x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) noise (Ho et al. Eq. 4).
+
+  x0, noise: [B, ...]; t: [B] int32 in [0, T).
+  """
+  ab = schedule.alpha_bar(t, x0.ndim)
+  return jnp.sqrt(ab) * x0 + jnp.sqrt(1.0 - ab) * noise
+
+
+def predict_x0(schedule: DiffusionSchedule, x_t: jax.Array, eps: jax.Array, t: jax.Array) -> jax.Array:
+  """x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t), clipped to [-1, 1] if the schedule clips."""
+  ab = schedule.alpha_bar(t, x_t.ndim)
+  x0 = (x_t - jnp.sqrt(1.0 - ab) * eps) / jnp.sqrt(ab)
+  return jnp.clip(x0, -1.0, 1.0) if schedule.clip_sample else x0
+
+
+def ddpm_step(schedule: DiffusionSchedule, x_t: jax.Array, eps: jax.Array, t: jax.Array,
+              noise: jax.Array) -> jax.Array:
+  """One ancestral DDPM step x_t -> x_{t-1} (Ho et al. Eq. 6-7, fixed-small variance).
+
+  x_{t-1} = c0 x_0 + ct x_t + [t > 0] sqrt(beta~_t) noise, with x_0 from ``predict_x0``,
+  c0 = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t), ct = sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t),
+  beta~_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t.
+
+  x_t, eps, noise: [B, ...]; t: [B] int32 in [0, T).
+  """
+  nd = x_t.ndim
+  ab, ab_prev = schedule.alpha_bar(t, nd), schedule.alpha_bar(t - 1, nd)
+  beta = 1.0 - ab / ab_prev
+  x0 = predict_x0(schedule, x_t, eps, t)
+  mean = (jnp.sqrt(ab_prev) * beta * x0 + jnp.sqrt(1.0 - beta) * (1.0 - ab_prev) * x_t) / (1.0 - ab)
+  variance = jnp.maximum((1.0 - ab_prev) / (1.0 - ab) * beta, 1e-20)
+  return mean + jnp.where(t.reshape(ab.shape) > 0, jnp.sqrt(variance), 0.0) * noise
+
+
+def ddim_step(schedule: DiffusionSchedule, x_t: jax.Array, eps: jax.Array, t: jax.Array,
+              t_prev: jax.Array) -> jax.Array:
+  """One deterministic DDIM step (eta = 0) x_t -> x_{t_prev} (Song et al. Eq. 12).
+
+  x_prev = sqrt(alpha_bar_prev) x_0 + sqrt(1 - alpha_bar_prev) eps, x_0 from ``predict_x0`` (clipped; eps is
+  the network's, as in diffusers); t_prev = -1 means the clean sample (alpha_bar = 1).
+
+  x_t, eps: [B, ...]; t, t_prev: [B] int32.
+  """
+  ab_prev = schedule.alpha_bar(t_prev, x_t.ndim)
+  x0 = predict_x0(schedule, x_t, eps, t)
+  return jnp.sqrt(ab_prev) * x0 + jnp.sqrt(1.0 - ab_prev) * eps
+
+
+def ddim_timesteps(num_train_steps: int, num_inference_steps: int) -> np.ndarray:
+  """[K] int32 timesteps, descending, diffusers' "leading" spacing: (K-1)*r, ..., r, 0 with r = T // K.
+
+  Raises:
+    ValueError: unless 1 <= K <= T.
+  """
+  if not 1 <= num_inference_steps <= num_train_steps:
+    raise ValueError(f"need 1 <= num_inference_steps <= {num_train_steps}, got {num_inference_steps}")
+  ratio = num_train_steps // num_inference_steps
+  return (np.arange(num_inference_steps)[::-1] * ratio).astype(np.int32)
+
+
+def ddpm_sample(eps_fn: EpsFn, schedule: DiffusionSchedule, x_T: jax.Array, rng: jax.Array) -> jax.Array:
+  """Ancestral sampling over all T steps (Ho et al. Alg. 2): x_T [B, ...] ~ N(0, I) -> x_0 [B, ...].
+
+  One ``lax.scan`` over t = T-1 .. 0; the step noise of step t is ``normal(fold_in(rng, t))``.
+  """
+  batch = x_T.shape[0]
+
+  def body(x, t):
+    tt = jnp.full((batch,), t, jnp.int32)
+    noise = jax.random.normal(jax.random.fold_in(rng, t), x.shape, x.dtype)
+    return ddpm_step(schedule, x, eps_fn(x, tt), tt, noise), None
+
+  x0, _ = jax.lax.scan(body, x_T, jnp.arange(schedule.num_train_steps - 1, -1, -1, dtype=jnp.int32))
+  return x0
+
+
+def ddim_sample(eps_fn: EpsFn, schedule: DiffusionSchedule, x_T: jax.Array, num_inference_steps: int) -> jax.Array:
+  """Deterministic DDIM sampling (eta = 0) with K = ``num_inference_steps`` network calls: x_T -> x_0.
+
+  One ``lax.scan`` over ``ddim_timesteps``; K is static (it fixes the scan length).
+  """
+  batch = x_T.shape[0]
+  ts = ddim_timesteps(schedule.num_train_steps, num_inference_steps)
+  t_prev = np.concatenate([ts[1:], [-1]]).astype(np.int32)
+
+  def body(x, pair):
+    t, tp = jnp.full((batch,), pair[0]), jnp.full((batch,), pair[1])
+    return ddim_step(schedule, x, eps_fn(x, t), t, tp), None
+
+  x0, _ = jax.lax.scan(body, x_T, jnp.stack([jnp.asarray(ts), jnp.asarray(t_prev)], axis=1))
+  return x0
