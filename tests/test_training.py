@@ -55,7 +55,7 @@ def test_sharded_step_on_8_devices_equals_1_device():
     mesh = Mesh(np.asarray(devices), ("batch",))
     fn = trainer.jit_train_step(step, mesh, donate=False)
     new_state, metrics = fn(state, batch, jax.random.PRNGKey(5))
-    assert len(new_state.params["blocks_0"]["mlp"]["Dense_0"]["kernel"].sharding.device_set) == len(devices)
+    assert len(new_state.params["backbone"]["blocks_0"]["mlp"]["Dense_0"]["kernel"].sharding.device_set) == len(devices)
     outs.append(jax.device_get((new_state, metrics)))
   (s1, m1), (s8, m8) = outs
   np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-5)

@@ -1,11 +1,9 @@
 """The EBT-Policy energy model E_theta(obs, action chunk) -> scalar energy per sample.
 
-Architecture (paper Sec. 4 / Table 2, details from the authors' robomimic fork):
-  obs [B, To, obs_dim] -> Dense -> + sin-cos(To) -> ``num_obs_layers`` pre-RMSNorm self-attention
-  blocks -> obs tokens z = f_theta(x) [B, To, D]                         (Alg. 1 line 2)
-  actions [B, Tp, A] -> Dense, LayerNorm, GELU, Dense, GELU -> + sin-cos(Tp) -> ``num_layers``
-  blocks of (self-attention over action tokens, cross-attention to z, MLP) -> RMSNorm -> MLP head
-  -> per-step, per-dimension outputs [B, Tp, A] -> mean -> energy [B]
+Architecture (paper Sec. 4 / Table 2, details from the authors' robomimic fork): the shared trunk
+``ebt_jax.models.backbone.Backbone`` (obs encoder -> obs tokens z = f_theta(x), Alg. 1 line 2; action
+decoder cross-attending to z) -> RMSNorm -> MLP head -> per-step, per-dimension outputs [B, Tp, A]
+-> mean -> energy [B]
 
 The model holds no sampler logic: ``ebt_jax.samplers`` minimises this energy (Alg. 1 and 2).
 """
@@ -21,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from ebt_jax.models import layers
+from ebt_jax.models.backbone import Backbone
 
 Params = Any
 
@@ -50,32 +49,18 @@ class EBTransformer(nn.Module):
   attn_dropout: float = 0.0
 
   def setup(self):
-    hidden = int(self.width * self.mlp_ratio)
-    self.obs_proj = nn.Dense(self.width, kernel_init=layers.dense_init)
-    self.obs_blocks = [layers.EncoderBlock(self.num_heads, hidden, self.attn_dropout)
-                       for _ in range(self.num_obs_layers)]
-    self.action_in = nn.Dense(self.width, kernel_init=layers.dense_init)
-    self.action_in_norm = nn.LayerNorm()
-    self.action_out = nn.Dense(self.width, kernel_init=layers.dense_init)
-    self.blocks = [layers.DecoderBlock(self.num_heads, hidden, self.attn_dropout)
-                   for _ in range(self.num_layers)]
+    self.backbone = Backbone(self.obs_horizon, self.pred_horizon, self.width, self.num_layers, self.num_obs_layers,
+                             self.num_heads, self.mlp_ratio, self.attn_dropout)
     self.head_norm = nn.RMSNorm()
     self.head = layers.Mlp(self.width, out=self.action_dim, use_bias=False)
 
   def encode(self, obs: jax.Array, deterministic: bool = True) -> jax.Array:
     """obs [B, To, obs_dim] normalised -> obs tokens [B, To, D]."""
-    x = self.obs_proj(obs) + layers.sincos_embedding(self.obs_horizon, self.width)
-    for block in self.obs_blocks:
-      x = block(x, deterministic)
-    return x
+    return self.backbone.encode(obs, deterministic)
 
   def energy_terms(self, obs_tokens: jax.Array, actions: jax.Array, deterministic: bool = True) -> jax.Array:
     """obs tokens [B, To, D], actions [B, Tp, A] -> per-step, per-dim energy terms [B, Tp, A]."""
-    x = layers.gelu(self.action_in_norm(self.action_in(actions)))
-    x = layers.gelu(self.action_out(x)) + layers.sincos_embedding(self.pred_horizon, self.width)
-    for block in self.blocks:
-      x = block(x, obs_tokens, deterministic)
-    return self.head(self.head_norm(x))
+    return self.head(self.head_norm(self.backbone.decode(obs_tokens, actions, deterministic)))
 
   def __call__(self, obs: jax.Array, actions: jax.Array, deterministic: bool = True) -> jax.Array:
     return self.energy_terms(self.encode(obs, deterministic), actions, deterministic).mean(axis=(-2, -1))

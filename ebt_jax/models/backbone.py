@@ -1,0 +1,70 @@
+"""The transformer trunk shared by every policy head (EBT energy head, diffusion noise head).
+
+  obs [B, To, obs_dim] -> Dense -> + sin-cos(To) -> ``num_obs_layers`` pre-RMSNorm self-attention blocks
+  -> obs tokens [B, To, D]                                                  (``encode``; EBT Alg. 1 line 2)
+  actions [B, Tp, A] -> Dense, LayerNorm, GELU, Dense, GELU -> + sin-cos(Tp) -> ``num_layers`` blocks of
+  (self-attention over action tokens, cross-attention to the conditioning tokens, MLP) -> [B, Tp, D]
+                                                                            (``decode``)
+
+The conditioning tokens are the obs tokens for EBT, and [timestep token, obs tokens] for the diffusion
+baseline, so the two policies differ only in their heads, objectives and samplers.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+
+from ebt_jax.models import layers
+
+
+class Backbone(nn.Module):
+  """Observation encoder + action-token decoder (architecture: paper Sec. 4 / Table 2, authors' fork).
+
+  Attributes:
+    obs_horizon: To.
+    pred_horizon: Tp.
+    width: D, token width.
+    num_layers: decoder blocks over the action tokens.
+    num_obs_layers: observation-encoder blocks.
+    num_heads: attention heads (divides ``width``).
+    mlp_ratio: MLP hidden width / D (authors: 1).
+    attn_dropout: dropout on attention weights during training (authors: 0.3).
+  """
+  obs_horizon: int
+  pred_horizon: int
+  width: int = 256
+  num_layers: int = 8
+  num_obs_layers: int = 8
+  num_heads: int = 4
+  mlp_ratio: float = 1.0
+  attn_dropout: float = 0.0
+
+  def setup(self):
+    hidden = int(self.width * self.mlp_ratio)
+    self.obs_proj = nn.Dense(self.width, kernel_init=layers.dense_init)
+    self.obs_blocks = [layers.EncoderBlock(self.num_heads, hidden, self.attn_dropout)
+                       for _ in range(self.num_obs_layers)]
+    self.action_in = nn.Dense(self.width, kernel_init=layers.dense_init)
+    self.action_in_norm = nn.LayerNorm()
+    self.action_out = nn.Dense(self.width, kernel_init=layers.dense_init)
+    self.blocks = [layers.DecoderBlock(self.num_heads, hidden, self.attn_dropout)
+                   for _ in range(self.num_layers)]
+
+  def encode(self, obs: jax.Array, deterministic: bool = True) -> jax.Array:
+    """obs [B, To, obs_dim] normalised -> obs tokens [B, To, D]."""
+    x = self.obs_proj(obs) + layers.sincos_embedding(self.obs_horizon, self.width)
+    for block in self.obs_blocks:
+      x = block(x, deterministic)
+    return x
+
+  def decode(self, cond_tokens: jax.Array, actions: jax.Array, deterministic: bool = True) -> jax.Array:
+    """conditioning tokens [B, M, D], actions [B, Tp, A] -> action features [B, Tp, D]."""
+    x = layers.gelu(self.action_in_norm(self.action_in(actions)))
+    x = layers.gelu(self.action_out(x)) + layers.sincos_embedding(self.pred_horizon, self.width)
+    for block in self.blocks:
+      x = block(x, cond_tokens, deterministic)
+    return x
+
+  def __call__(self, obs: jax.Array, actions: jax.Array, deterministic: bool = True) -> jax.Array:
+    return self.decode(self.encode(obs, deterministic), actions, deterministic)
