@@ -92,3 +92,82 @@ def test_samplers_recover_the_target_with_an_oracle_noise_predictor(sampler):
     out = jax.jit(lambda x: diffusion.ddim_sample(oracle, schedule, x, 10))(x_T)
   np.testing.assert_allclose(out, target, atol=1e-4)
   assert calls == [(2,)]  # traced once: the loop is a lax.scan, not Python
+
+
+def _models(obs_dim=5, action_dim=3):
+  from ebt_jax.models.diffusion import DiffusionTransformer, NoiseModel  # pylint: disable=g-import-not-at-top
+  from ebt_jax.models.ebt import EBTransformer, EnergyModel  # pylint: disable=g-import-not-at-top
+  kw = dict(action_dim=action_dim, obs_horizon=2, pred_horizon=16, width=16, num_layers=1, num_obs_layers=1,
+            num_heads=2)
+  return EnergyModel(EBTransformer(**kw), obs_dim), NoiseModel(DiffusionTransformer(**kw), obs_dim)
+
+
+def test_diffusion_policy_shares_the_energy_models_backbone():
+  from ebt_jax.models.backbone import Backbone  # pylint: disable=g-import-not-at-top
+  energy, noise = _models()
+  pe, pn = energy.init(jax.random.PRNGKey(0)), noise.init(jax.random.PRNGKey(0))
+  shapes = lambda tree: jax.tree.map(lambda x: x.shape, tree)
+  assert shapes(pe["backbone"]) == shapes(pn["backbone"])  # the same trunk, parameter for parameter
+  assert set(pe) - {"backbone"} == {"head", "head_norm"} and set(pn) - {"backbone"} == {"head", "head_norm", "time_in", "time_out"}
+  # One definition: the trunk is the Backbone module, bound in both.
+  assert type(energy.module.bind({"params": pe}).backbone) is Backbone
+  assert type(noise.module.bind({"params": pn}).backbone) is Backbone
+  # The backbone parameters of one model drive the other's trunk identically.
+  obs = jax.random.normal(jax.random.PRNGKey(1), (2, 2, 5))
+  tok_e = energy.encode(pe, obs)
+  tok_n = noise.encode({**pn, "backbone": pe["backbone"]}, obs)
+  np.testing.assert_allclose(tok_e, tok_n, rtol=1e-6)
+
+
+def test_noise_prediction_is_conditioned_on_timestep_and_observation():
+  _, noise = _models()
+  params = noise.init(jax.random.PRNGKey(0))
+  obs = jax.random.normal(jax.random.PRNGKey(1), (2, 2, 5))
+  x_t = jax.random.normal(jax.random.PRNGKey(2), (2, 16, 3))
+  tokens = noise.encode(params, obs)
+  eps = noise.predict_noise(params, tokens, x_t, jnp.array([5, 5]))
+  assert eps.shape == (2, 16, 3) and eps.dtype == jnp.float32
+  assert not np.allclose(eps, noise.predict_noise(params, tokens, x_t, jnp.array([60, 60])), atol=1e-4)
+  assert not np.allclose(eps, noise.predict_noise(params, noise.encode(params, obs[::-1]), x_t, jnp.array([5, 5])),
+                         atol=1e-4)
+
+
+def test_diffusion_loss_is_zero_for_the_true_noise_and_one_for_zero_prediction():
+  schedule = diffusion.DiffusionSchedule.cosine(T)
+  x0 = jnp.zeros((512, 16, 2))
+  loss, _ = diffusion.diffusion_loss(lambda x, t: jnp.zeros_like(x), schedule, x0, jax.random.PRNGKey(0))
+  assert loss == pytest.approx(1.0, abs=0.02)  # E[eps^2]
+  oracle = lambda x, t: x / jnp.sqrt(1 - schedule.alpha_bar(t, x.ndim))  # x0 = 0: x_t = sqrt(1 - ab) eps
+  loss, _ = diffusion.diffusion_loss(oracle, schedule, x0, jax.random.PRNGKey(0))
+  assert loss < 1e-8
+
+
+def test_tiny_diffusion_policy_learns_one_chunk_and_ddim_recovers_it():
+  """Model + objective + sampler together: fitted to a single (obs, chunk), DDIM-10 lands near the chunk."""
+  import optax  # pylint: disable=g-import-not-at-top
+  _, noise = _models(obs_dim=5, action_dim=2)
+  schedule = diffusion.DiffusionSchedule.cosine(T)
+  obs = jnp.ones((1, 2, 5)) * 0.5
+  chunk = jnp.stack([jnp.linspace(-0.8, 0.8, 16), jnp.linspace(0.5, -0.5, 16)], -1)[None]
+  params = noise.init(jax.random.PRNGKey(0))
+  tx = optax.adam(3e-3)
+  opt = tx.init(params)
+
+  def loss_fn(p, rng):
+    tokens = noise.encode(p, jnp.repeat(obs, 64, 0))
+    return diffusion.diffusion_loss(lambda x, t: noise.predict_noise(p, tokens, x, t), schedule,
+                                    jnp.repeat(chunk, 64, 0), rng)[0]
+
+  @jax.jit
+  def step(p, o, rng):
+    loss, g = jax.value_and_grad(loss_fn)(p, rng)
+    u, o = tx.update(g, o, p)
+    return optax.apply_updates(p, u), o, loss
+
+  for i in range(600):
+    params, opt, loss = step(params, opt, jax.random.PRNGKey(i))
+  tokens = noise.encode(params, jnp.repeat(obs, 8, 0))
+  sample = diffusion.ddim_sample(lambda x, t: noise.predict_noise(params, tokens, x, t), schedule,
+                                 jax.random.normal(jax.random.PRNGKey(7), (8, 16, 2)), 10)
+  assert float(loss) < 0.1
+  assert float(jnp.mean((sample - chunk) ** 2)) < 0.01

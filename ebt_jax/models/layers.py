@@ -27,6 +27,23 @@ def sincos_embedding(length: int, dim: int) -> np.ndarray:
   return np.concatenate([np.sin(angles), np.cos(angles)], axis=1).astype(np.float32)
 
 
+def timestep_embedding(t: jax.Array, dim: int) -> jax.Array:
+  """Sinusoidal embedding of diffusion timesteps (Diffusion Policy's ``SinusoidalPosEmb``).
+
+  t: [B] int or float timesteps -> [B, dim] float32 (sin half, then cos half; frequencies
+  exp(-log(10000) k / (dim/2 - 1)), k < dim/2).
+
+  Raises:
+    ValueError: if ``dim`` is odd or < 4.
+  """
+  if dim % 2 or dim < 4:
+    raise ValueError(f"timestep embedding needs an even width >= 4, got {dim}")
+  half = dim // 2
+  freqs = jnp.exp(-np.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / (half - 1))
+  angles = jnp.asarray(t, jnp.float32)[:, None] * freqs[None]
+  return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
 class Attention(nn.Module):
   """Multi-head attention with per-head RMSNorm on queries and keys (qk-norm), biased projections.
 

@@ -168,3 +168,25 @@ def ddim_sample(eps_fn: EpsFn, schedule: DiffusionSchedule, x_T: jax.Array, num_
 
   x0, _ = jax.lax.scan(body, x_T, jnp.stack([jnp.asarray(ts), jnp.asarray(t_prev)], axis=1))
   return x0
+
+
+def diffusion_loss(eps_fn: EpsFn, schedule: DiffusionSchedule, x0: jax.Array, rng: jax.Array) -> tuple[jax.Array, dict]:
+  """DDPM training objective (Ho et al. Alg. 1, "simple" loss): E ||eps - eps_fn(x_t, t)||^2.
+
+  Args:
+    eps_fn: the noise-prediction network, (x_t [B, Tp, A], t [B] int32) -> [B, Tp, A].
+    schedule: the noise schedule (T training steps).
+    x0: [B, Tp, A] demo action chunks, normalised to [-1, 1].
+    rng: PRNG key for t ~ U{0..T-1} per sample and eps ~ N(0, I).
+
+  Returns:
+    (loss: scalar mean squared error over batch, steps and dims; metrics {"mse_by_t_low", "mse_by_t_high"}:
+    the error on samples with t < T/2 and t >= T/2, for logging).
+  """
+  t_rng, n_rng = jax.random.split(rng)
+  t = jax.random.randint(t_rng, (x0.shape[0],), 0, schedule.num_train_steps, jnp.int32)
+  noise = jax.random.normal(n_rng, x0.shape, x0.dtype)
+  err = jnp.mean((eps_fn(add_noise(schedule, x0, noise, t), t) - noise) ** 2, axis=tuple(range(1, x0.ndim)))
+  low = t < schedule.num_train_steps // 2
+  mean_where = lambda m: jnp.sum(jnp.where(m, err, 0.0)) / jnp.maximum(jnp.sum(m), 1)
+  return err.mean(), {"mse_by_t_low": mean_where(low), "mse_by_t_high": mean_where(~low)}

@@ -1,0 +1,103 @@
+"""The Diffusion Policy baseline's noise-prediction network on EBT-Policy's backbone.
+
+  obs [B, To, obs_dim] -> Backbone.encode -> obs tokens [B, To, D]   (once per decision, as for EBT)
+  t [B] -> sinusoidal embedding -> Dense, Mish, Dense -> timestep token [B, 1, D]
+  x_t [B, Tp, A] -> Backbone.decode(cond = [timestep token, obs tokens]) -> RMSNorm -> MLP head
+  -> predicted noise eps [B, Tp, A]
+
+As in Diffusion Policy's transformer (Chi et al. 2023, ``TransformerForDiffusion``) the timestep enters
+as an extra conditioning token the action tokens cross-attend to. The trunk is the same
+``ebt_jax.models.backbone.Backbone`` definition the energy model uses, so the two policies differ only
+in this head, the objective (``ebt_jax.samplers.diffusion.diffusion_loss``) and the sampler.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ebt_jax.models import layers
+from ebt_jax.models.backbone import Backbone
+
+Params = Any
+
+
+class DiffusionTransformer(nn.Module):
+  """Flax module; use it through ``NoiseModel``'s pure functions. Fields as ``EBTransformer``'s."""
+  action_dim: int
+  obs_horizon: int
+  pred_horizon: int
+  width: int = 256
+  num_layers: int = 8
+  num_obs_layers: int = 8
+  num_heads: int = 4
+  mlp_ratio: float = 1.0
+  attn_dropout: float = 0.0
+
+  def setup(self):
+    self.backbone = Backbone(self.obs_horizon, self.pred_horizon, self.width, self.num_layers, self.num_obs_layers,
+                             self.num_heads, self.mlp_ratio, self.attn_dropout)
+    self.time_in = nn.Dense(4 * self.width, kernel_init=layers.dense_init)
+    self.time_out = nn.Dense(self.width, kernel_init=layers.dense_init)
+    self.head_norm = nn.RMSNorm()
+    self.head = layers.Mlp(self.width, out=self.action_dim, use_bias=False)
+
+  def encode(self, obs: jax.Array, deterministic: bool = True) -> jax.Array:
+    """obs [B, To, obs_dim] normalised -> obs tokens [B, To, D]."""
+    return self.backbone.encode(obs, deterministic)
+
+  def predict_noise(self, obs_tokens: jax.Array, x_t: jax.Array, t: jax.Array,
+                    deterministic: bool = True) -> jax.Array:
+    """obs tokens [B, To, D], noisy actions x_t [B, Tp, A], timesteps t [B] -> eps [B, Tp, A]."""
+    time_token = self.time_out(jax.nn.mish(self.time_in(layers.timestep_embedding(t, self.width))))
+    cond = jnp.concatenate([time_token[:, None], obs_tokens], axis=1)
+    return self.head(self.head_norm(self.backbone.decode(cond, x_t, deterministic)))
+
+  def __call__(self, obs: jax.Array, x_t: jax.Array, t: jax.Array, deterministic: bool = True) -> jax.Array:
+    return self.predict_noise(self.encode(obs, deterministic), x_t, t, deterministic)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseModel:
+  """Pure functions of (params, inputs) around ``DiffusionTransformer``.
+
+  Arrays float32; obs and actions normalised to [-1, 1]. A ``dropout_rng`` turns attention dropout on.
+  """
+  module: DiffusionTransformer
+  obs_dim: int
+
+  def init(self, rng: jax.Array) -> Params:
+    """-> parameter pytree (init on a batch of one)."""
+    m = self.module
+    obs = jnp.zeros((1, m.obs_horizon, self.obs_dim), jnp.float32)
+    x_t = jnp.zeros((1, m.pred_horizon, m.action_dim), jnp.float32)
+    return m.init(rng, obs, x_t, jnp.zeros((1,), jnp.int32))["params"]
+
+  def _apply(self, params, *args, method, dropout_rng):
+    rngs = {"dropout": dropout_rng} if dropout_rng is not None else {}
+    return self.module.apply({"params": params}, *args, deterministic=dropout_rng is None, method=method, rngs=rngs)
+
+  def encode(self, params: Params, obs: jax.Array, dropout_rng: jax.Array | None = None) -> jax.Array:
+    """obs [B, To, obs_dim] -> obs tokens [B, To, D]."""
+    chex.assert_shape(obs, (None, self.module.obs_horizon, self.obs_dim))
+    return self._apply(params, obs, method=DiffusionTransformer.encode, dropout_rng=dropout_rng)
+
+  def predict_noise(self, params: Params, obs_tokens: jax.Array, x_t: jax.Array, t: jax.Array,
+                    dropout_rng: jax.Array | None = None) -> jax.Array:
+    """eps_theta(x_t, t | obs): obs tokens [B, To, D], x_t [B, Tp, A], t [B] int32 -> [B, Tp, A]."""
+    chex.assert_shape(x_t, (obs_tokens.shape[0], self.module.pred_horizon, self.module.action_dim))
+    return self._apply(params, obs_tokens, x_t, t, method=DiffusionTransformer.predict_noise, dropout_rng=dropout_rng)
+
+
+def make_noise_model(config, obs_dim: int, action_dim: int) -> NoiseModel:
+  """Builds the model from ``config.model`` and ``config.horizon`` (the same fields as the energy model)."""
+  m = config.model
+  module = DiffusionTransformer(action_dim=action_dim, obs_horizon=config.horizon.obs, pred_horizon=config.horizon.pred,
+                                width=m.width, num_layers=m.num_layers, num_obs_layers=m.num_obs_layers,
+                                num_heads=m.num_heads, mlp_ratio=m.mlp_ratio, attn_dropout=m.attn_dropout)
+  return NoiseModel(module=module, obs_dim=obs_dim)
