@@ -25,10 +25,9 @@ from ml_collections import config_flags
 
 from ebt_jax import collect
 from ebt_jax.data import datasets
-from ebt_jax.envs import robosuite_env
+from ebt_jax.envs import pusht, robosuite_env
 from ebt_jax.evaluation import plots, robosuite_eval
 from ebt_jax.evaluation.policy import Policy
-from ebt_jax.samplers import SamplerConfig
 from ebt_jax.training import trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/lift.py.", lock_config=True)
@@ -73,7 +72,6 @@ def make_evaluator(config, policy: Policy, env_args: dict) -> Callable[[int], di
   e = config.eval
   rng = jax.random.PRNGKey(config.seed + 1)
   if e.backend == "gym_pusht":
-    from ebt_jax.envs import pusht  # pylint: disable=g-import-not-at-top
     from ebt_jax.evaluation import pusht_eval  # pylint: disable=g-import-not-at-top
     envs = pusht.make_vector_env(e.num_episodes, e.horizon)
     return lambda cap: pusht_eval.evaluate(policy, e.num_episodes, e.horizon, e.seed, rng, cap, envs=envs)
@@ -96,9 +94,9 @@ def make_evaluator(config, policy: Policy, env_args: dict) -> Callable[[int], di
   return lambda cap: evaluator.evaluate(initial, rng, cap, batch_size=e.mjx_batch_size or None)
 
 
-def evaluate_all(config, policy: Policy, env_args: dict, evaluate: Callable[[int], dict] | None = None) -> dict:
+def evaluate_all(config, policy: Policy, env_args: dict) -> dict:
   """Evaluation at the configured cap plus every cap of ``eval.max_steps_sweep``, in ``eval.backend``."""
-  evaluate = evaluate or make_evaluator(config, policy, env_args)
+  evaluate = make_evaluator(config, policy, env_args)
   caps = [config.sampler.max_steps] + [c for c in config.eval.max_steps_sweep if c != config.sampler.max_steps]
   by_cap = {}
   for cap in caps:
@@ -111,12 +109,6 @@ def evaluate_all(config, policy: Policy, env_args: dict, evaluate: Callable[[int
   return main_result
 
 
-def make_policy(config, model, params, normalizer) -> Policy:
-  """The policy of a config's sampler and horizons around trained parameters."""
-  return Policy(model=model, params=params, normalizer=normalizer,
-                sampler=SamplerConfig.from_config(config.sampler), action_horizon=config.horizon.action)
-
-
 def _eval_during_training(config, env_args: dict) -> trainer.EvalFn | None:
   """``config.eval.every_steps`` > 0: evaluation of the current EMA parameters at ``sampler.max_steps``.
 
@@ -127,7 +119,7 @@ def _eval_during_training(config, env_args: dict) -> trainer.EvalFn | None:
     return None
 
   def evaluate(model, state, normalizer):
-    policy = make_policy(config, model, state.ema_params if config.eval.use_ema else state.params, normalizer)
+    policy = Policy.from_config(config, model, state.ema_params if config.eval.use_ema else state.params, normalizer)
     return make_evaluator(config, policy, env_args)(config.sampler.max_steps)
 
   return evaluate
@@ -135,7 +127,7 @@ def _eval_during_training(config, env_args: dict) -> trainer.EvalFn | None:
 
 def write_plots(config, workdir: str, result: dict) -> None:
   """``energy_vs_step.png`` from eval.json's episodes; ``coverage_vs_steps.png`` from the curve, if any."""
-  hz = 10.0 if config.eval.backend == "gym_pusht" else 20.0
+  hz = pusht.CONTROL_HZ if config.eval.backend == "gym_pusht" else robosuite_env.CONTROL_HZ
   plots.energy_vs_step(result["episodes"], config.horizon.action, os.path.join(workdir, ENERGY_PLOT),
                        per_group=config.eval.get("plot_episodes", 4), hz=hz)
   curve_path = os.path.join(workdir, trainer.CURVE_FILE)
@@ -161,7 +153,7 @@ def run(config, workdir: str, skip_eval: bool = False) -> dict | None:
   t_train = time.time()
   if skip_eval:
     return None
-  policy = make_policy(config, model, state.ema_params if config.eval.use_ema else state.params, normalizer)
+  policy = Policy.from_config(config, model, state.ema_params if config.eval.use_ema else state.params, normalizer)
   result = evaluate_all(config, policy, demos.env_args)
   result.update(dataset=os.path.abspath(path), train_steps=int(state.step),
                 wall_time_s={"data_and_train": t_train - t0, "eval": time.time() - t_train})

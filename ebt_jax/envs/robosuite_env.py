@@ -20,6 +20,7 @@ import numpy as np
 
 # robomimic's environment type tag for robosuite environments (robomimic.envs.env_base.EnvType.ROBOSUITE_TYPE).
 ROBOSUITE_ENV_TYPE = 1
+CONTROL_HZ = 20  # robomimic's Lift datasets: OSC_POSE policy steps at 20 Hz
 
 # robosuite observation keys that robomimic renames when it writes datasets.
 _ROBOMIMIC_KEY_RENAMES = {"object-state": "object"}
@@ -59,7 +60,7 @@ def lift_env_args(horizon: int = 400) -> dict[str, Any]:
       "env_kwargs": {
           "robots": ["Panda"],
           "controller_configs": controller,
-          "control_freq": 20,
+          "control_freq": CONTROL_HZ,
           "horizon": horizon,
           "reward_shaping": False,
           "use_object_obs": True,

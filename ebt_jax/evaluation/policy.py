@@ -42,6 +42,12 @@ class Policy:
   sampler: SamplerConfig
   action_horizon: int
 
+  @classmethod
+  def from_config(cls, config, model: EnergyModel, params: Any, normalizer: Normalizer) -> "Policy":
+    """The policy of a run config (``config.sampler``, ``config.horizon.action``) around trained parameters."""
+    return cls(model=model, params=params, normalizer=normalizer, sampler=SamplerConfig.from_config(config.sampler),
+               action_horizon=config.horizon.action)
+
   @functools.cached_property
   def decide(self):
     """The pure decision function ``(params, obs [B, To, obs_dim] raw, rng, max_steps) -> Decision``.

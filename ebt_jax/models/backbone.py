@@ -12,6 +12,8 @@ baseline, so the two policies differ only in their heads, objectives and sampler
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 
@@ -68,3 +70,27 @@ class Backbone(nn.Module):
 
   def __call__(self, obs: jax.Array, actions: jax.Array, deterministic: bool = True) -> jax.Array:
     return self.decode(self.encode(obs, deterministic), actions, deterministic)
+
+
+# The Backbone fields every head module carries (and ``config.model`` / ``config.horizon`` set).
+TRUNK_FIELDS = ("obs_horizon", "pred_horizon", "width", "num_layers", "num_obs_layers", "num_heads", "mlp_ratio",
+                "attn_dropout")
+
+
+def trunk_of(head: nn.Module) -> Backbone:
+  """The Backbone of a head module (inside its ``setup``), built from the head's own trunk fields."""
+  return Backbone(**{f: getattr(head, f) for f in TRUNK_FIELDS})
+
+
+def head_kwargs(config, action_dim: int) -> dict[str, Any]:
+  """Constructor arguments of a head module from ``config.horizon`` and ``config.model`` (see configs/lift.py)."""
+  m = config.model
+  return dict(action_dim=action_dim, obs_horizon=config.horizon.obs, pred_horizon=config.horizon.pred,
+              width=m.width, num_layers=m.num_layers, num_obs_layers=m.num_obs_layers, num_heads=m.num_heads,
+              mlp_ratio=m.mlp_ratio, attn_dropout=m.attn_dropout)
+
+
+def apply_method(module: nn.Module, params: Any, *args, method, dropout_rng: jax.Array | None):
+  """``module.apply`` of one method; attention dropout is on exactly when a ``dropout_rng`` is given."""
+  rngs = {"dropout": dropout_rng} if dropout_rng is not None else {}
+  return module.apply({"params": params}, *args, deterministic=dropout_rng is None, method=method, rngs=rngs)

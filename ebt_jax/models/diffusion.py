@@ -21,8 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ebt_jax.models import layers
-from ebt_jax.models.backbone import Backbone
+from ebt_jax.models import backbone, layers
 
 Params = Any
 
@@ -40,8 +39,7 @@ class DiffusionTransformer(nn.Module):
   attn_dropout: float = 0.0
 
   def setup(self):
-    self.backbone = Backbone(self.obs_horizon, self.pred_horizon, self.width, self.num_layers, self.num_obs_layers,
-                             self.num_heads, self.mlp_ratio, self.attn_dropout)
+    self.backbone = backbone.trunk_of(self)
     self.time_in = nn.Dense(4 * self.width, kernel_init=layers.dense_init)
     self.time_out = nn.Dense(self.width, kernel_init=layers.dense_init)
     self.head_norm = nn.RMSNorm()
@@ -78,26 +76,19 @@ class NoiseModel:
     x_t = jnp.zeros((1, m.pred_horizon, m.action_dim), jnp.float32)
     return m.init(rng, obs, x_t, jnp.zeros((1,), jnp.int32))["params"]
 
-  def _apply(self, params, *args, method, dropout_rng):
-    rngs = {"dropout": dropout_rng} if dropout_rng is not None else {}
-    return self.module.apply({"params": params}, *args, deterministic=dropout_rng is None, method=method, rngs=rngs)
-
   def encode(self, params: Params, obs: jax.Array, dropout_rng: jax.Array | None = None) -> jax.Array:
     """obs [B, To, obs_dim] -> obs tokens [B, To, D]."""
     chex.assert_shape(obs, (None, self.module.obs_horizon, self.obs_dim))
-    return self._apply(params, obs, method=DiffusionTransformer.encode, dropout_rng=dropout_rng)
+    return backbone.apply_method(self.module, params, obs, method=DiffusionTransformer.encode, dropout_rng=dropout_rng)
 
   def predict_noise(self, params: Params, obs_tokens: jax.Array, x_t: jax.Array, t: jax.Array,
                     dropout_rng: jax.Array | None = None) -> jax.Array:
     """eps_theta(x_t, t | obs): obs tokens [B, To, D], x_t [B, Tp, A], t [B] int32 -> [B, Tp, A]."""
     chex.assert_shape(x_t, (obs_tokens.shape[0], self.module.pred_horizon, self.module.action_dim))
-    return self._apply(params, obs_tokens, x_t, t, method=DiffusionTransformer.predict_noise, dropout_rng=dropout_rng)
+    return backbone.apply_method(self.module, params, obs_tokens, x_t, t, method=DiffusionTransformer.predict_noise,
+                                 dropout_rng=dropout_rng)
 
 
 def make_noise_model(config, obs_dim: int, action_dim: int) -> NoiseModel:
   """Builds the model from ``config.model`` and ``config.horizon`` (the same fields as the energy model)."""
-  m = config.model
-  module = DiffusionTransformer(action_dim=action_dim, obs_horizon=config.horizon.obs, pred_horizon=config.horizon.pred,
-                                width=m.width, num_layers=m.num_layers, num_obs_layers=m.num_obs_layers,
-                                num_heads=m.num_heads, mlp_ratio=m.mlp_ratio, attn_dropout=m.attn_dropout)
-  return NoiseModel(module=module, obs_dim=obs_dim)
+  return NoiseModel(module=DiffusionTransformer(**backbone.head_kwargs(config, action_dim)), obs_dim=obs_dim)

@@ -18,8 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ebt_jax.models import layers
-from ebt_jax.models.backbone import Backbone
+from ebt_jax.models import backbone, layers
 
 Params = Any
 
@@ -49,8 +48,7 @@ class EBTransformer(nn.Module):
   attn_dropout: float = 0.0
 
   def setup(self):
-    self.backbone = Backbone(self.obs_horizon, self.pred_horizon, self.width, self.num_layers, self.num_obs_layers,
-                             self.num_heads, self.mlp_ratio, self.attn_dropout)
+    self.backbone = backbone.trunk_of(self)
     self.head_norm = nn.RMSNorm()
     self.head = layers.Mlp(self.width, out=self.action_dim, use_bias=False)
 
@@ -82,22 +80,17 @@ class EnergyModel:
     actions = jnp.zeros((1, self.module.pred_horizon, self.module.action_dim), jnp.float32)
     return self.module.init(rng, obs, actions)["params"]
 
-  def _apply(self, params, *args, method, dropout_rng):
-    rngs = {"dropout": dropout_rng} if dropout_rng is not None else {}
-    return self.module.apply({"params": params}, *args, deterministic=dropout_rng is None,
-                             method=method, rngs=rngs)
-
   def encode(self, params: Params, obs: jax.Array, dropout_rng: jax.Array | None = None) -> jax.Array:
     """z = f_theta(x) (Alg. 1/2 line 2). obs: [B, To, obs_dim] -> obs tokens [B, To, D]."""
     chex.assert_shape(obs, (None, self.module.obs_horizon, self.obs_dim))
-    return self._apply(params, obs, method=EBTransformer.encode, dropout_rng=dropout_rng)
+    return backbone.apply_method(self.module, params, obs, method=EBTransformer.encode, dropout_rng=dropout_rng)
 
   def energy_from_tokens(self, params: Params, obs_tokens: jax.Array, actions: jax.Array,
                          dropout_rng: jax.Array | None = None) -> jax.Array:
     """E_theta(z, y). obs_tokens [B, To, D], actions [B, Tp, A] -> energy [B] (mean of the head)."""
     chex.assert_shape(actions, (obs_tokens.shape[0], self.module.pred_horizon, self.module.action_dim))
-    terms = self._apply(params, obs_tokens, actions, method=EBTransformer.energy_terms,
-                        dropout_rng=dropout_rng)
+    terms = backbone.apply_method(self.module, params, obs_tokens, actions, method=EBTransformer.energy_terms,
+                                  dropout_rng=dropout_rng)
     return terms.mean(axis=(-2, -1))
 
   def energy(self, params: Params, obs: jax.Array, actions: jax.Array,
@@ -111,8 +104,4 @@ class EnergyModel:
 
 def make_energy_model(config, obs_dim: int, action_dim: int) -> EnergyModel:
   """Builds the model from ``config.model`` (see configs/lift.py) and ``config.horizon``."""
-  m = config.model
-  module = EBTransformer(action_dim=action_dim, obs_horizon=config.horizon.obs, pred_horizon=config.horizon.pred,
-                         width=m.width, num_layers=m.num_layers, num_obs_layers=m.num_obs_layers,
-                         num_heads=m.num_heads, mlp_ratio=m.mlp_ratio, attn_dropout=m.attn_dropout)
-  return EnergyModel(module=module, obs_dim=obs_dim)
+  return EnergyModel(module=EBTransformer(**backbone.head_kwargs(config, action_dim)), obs_dim=obs_dim)

@@ -68,7 +68,6 @@ def load_policy(workdir: str, step: int | None = None, use_ema: bool = True):
   import ml_collections  # pylint: disable=g-import-not-at-top
   from ebt_jax.evaluation.policy import Policy  # pylint: disable=g-import-not-at-top
   from ebt_jax.models.ebt import make_energy_model  # pylint: disable=g-import-not-at-top
-  from ebt_jax.samplers import SamplerConfig  # pylint: disable=g-import-not-at-top
   from ebt_jax.training.train_step import init_train_state, make_optimizer  # pylint: disable=g-import-not-at-top
 
   mngr = manager(workdir, max_to_keep=None)
@@ -86,6 +85,4 @@ def load_policy(workdir: str, step: int | None = None, use_ema: bool = True):
                           jax.eval_shape(lambda: init_train_state(model, tx, jax.random.PRNGKey(0))))
   _, state, _, _ = restore(mngr, abstract, step)
   mngr.close()
-  policy = Policy(model=model, params=state.ema_params if use_ema else state.params, normalizer=normalizer,
-                  sampler=SamplerConfig.from_config(config.sampler), action_horizon=config.horizon.action)
-  return policy, config
+  return Policy.from_config(config, model, state.ema_params if use_ema else state.params, normalizer), config
