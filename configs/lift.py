@@ -2,6 +2,7 @@
 
   python -m ebt_jax.main --config=configs/lift.py                 # CPU-sized default (~35 min on 2 cores)
   python -m ebt_jax.main --config=configs/lift.py:paper           # the paper's model and schedule
+  python -m ebt_jax.main --config=configs/lift.py --config.policy=diffusion   # Diffusion Policy baseline
   python -m ebt_jax.main --config=configs/lift.py --config.data.path=lift/ph/low_dim_v15.hdf5
 
 Any field can be overridden with ``--config.<path>=<value>``. Sampler defaults are the authors'
@@ -16,8 +17,11 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   if variant not in ("cpu", "paper"):
     raise ValueError(f"unknown variant {variant!r}: use configs/lift.py or configs/lift.py:paper")
   c = ml_collections.ConfigDict()
-  c.name = "lift"  # default run directory: workdir/<name>
+  c.name = "lift"  # default run directory: workdir/<name> (EBT), workdir/<name>_<policy> otherwise
   c.seed = 0
+  # ebt: EBT-Policy (energy head, Alg. 1 training chain, MCMC inference: config.sampler);
+  # diffusion: the Diffusion Policy baseline on the same backbone (noise head, DDPM: config.diffusion).
+  c.policy = "ebt"
 
   # Dataset: a robomimic HDF5 file. Empty path = collect scripted demos once into the cache.
   c.data = ml_collections.ConfigDict()
@@ -64,6 +68,14 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   c.sampler.max_steps = 2  # inference cap N (Table 1 allows up to 20)
   c.sampler.grad_norm_tol = 1e-3  # tau
 
+  # Diffusion Policy baseline (ebt_jax/policies/diffusion.py), used when policy == "diffusion"; Chi et al.
+  # 2023: epsilon prediction, T = 100, squaredcos_cap_v2, clipped samples, 100-step DDPM inference.
+  c.diffusion = ml_collections.ConfigDict()
+  c.diffusion.num_train_steps = 100  # T
+  c.diffusion.clip_sample = True  # clip the predicted x_0 to [-1, 1]
+  c.diffusion.inference = "ddpm-100"  # default sampler-steps: ddpm-K (ancestral) or ddim-K (deterministic)
+  c.diffusion.eval_sweep = ("ddim-2", "ddim-10", "ddpm-100")  # also evaluated after training
+
   # Optimisation.
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 64
@@ -96,7 +108,7 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   c.eval.num_episodes = 50
   c.eval.horizon = 400  # control steps
   c.eval.seed = 1_000_000_000  # episode k is reset with seed eval.seed + k (disjoint from demo seeds)
-  c.eval.max_steps_sweep = (1, 2, 4, 20)  # also report success at these inference caps
+  c.eval.max_steps_sweep = (1, 2, 4, 20)  # EBT: also report success at these inference caps (mcmc-N)
   c.eval.use_ema = True
   c.eval.every_steps = 0  # also evaluate every this many training steps (eval_curve.jsonl); 0 = off
   c.eval.plot_episodes = 4  # episodes per column in energy_vs_step.png

@@ -56,7 +56,7 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   c.eval.horizon = 300  # max env steps per episode (30 s at 10 Hz)
   c.eval.max_steps_sweep = (1, 2, 4, 20)
   c.eval.use_ema = True
-  c.eval.every_steps = 500  # also evaluate (at sampler.max_steps) every this many training steps; 0 = off
+  c.eval.every_steps = 500  # also evaluate (default inference) every this many training steps; 0 = off
   c.eval.plot_episodes = 4  # episodes per column in energy_vs_step.png
 
   if variant == "paper":

@@ -1,15 +1,18 @@
-r"""EBT-Policy end to end: demonstrations -> training -> evaluation (robosuite / MJX Lift, gym-pusht Push-T).
+r"""EBT-Policy (or the Diffusion Policy baseline) end to end: demonstrations -> training -> evaluation
+(robosuite / MJX Lift, gym-pusht Push-T).
 
   python -m ebt_jax.main --config=configs/lift.py [--workdir=workdir/<config.name>] [--config.key=value]
+  python -m ebt_jax.main --config=configs/lift.py --config.policy=diffusion   # -> workdir/lift_diffusion
   python -m ebt_jax.main --config=configs/pusht.py --config.data.path=.../pusht_cchi_v7_replay.zarr
 
 1. Dataset: ``config.data.path`` (a robomimic HDF5 file or a Diffusion-Policy Zarr replay buffer), or
    for Lift built-in scripted demos collected once into the cache (``ebt_jax.collect``).
 2. Training (``ebt_jax.training.trainer``), resuming from ``<workdir>/checkpoints`` if present; with
    ``config.eval.every_steps`` also evaluations during training (``<workdir>/eval_curve.jsonl``).
-3. Evaluation of the EMA parameters (``config.eval.backend``: robosuite, mjx or gym_pusht) at the
-   configured inference cap and at each cap of ``config.eval.max_steps_sweep``; results in
-   ``<workdir>/eval.json``, figures ``energy_vs_step.png`` (and ``coverage_vs_steps.png`` with a curve).
+3. Evaluation of the EMA parameters (``config.eval.backend``: robosuite, mjx or gym_pusht) with the
+   policy's default inference (EBT: ``mcmc-<sampler.max_steps>``; diffusion: ``diffusion.inference``) and
+   each label of its sweep (EBT: ``eval.max_steps_sweep``; diffusion: ``diffusion.eval_sweep``); results in
+   ``<workdir>/eval.json``, figures ``energy_vs_step.png`` (EBT) and, with a curve, ``coverage_vs_steps.png``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ebt_jax import collect
+from ebt_jax import collect, policies
 from ebt_jax.data import datasets
 from ebt_jax.envs import pusht, robosuite_env
 from ebt_jax.evaluation import plots, robosuite_eval
@@ -32,7 +35,8 @@ from ebt_jax.training import trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/lift.py.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "", "Run directory (checkpoints, metrics, eval.json); "
-                               "default workdir/<config.name>, e.g. workdir/lift, workdir/pusht.")
+                               "default workdir/<config.name> for EBT, workdir/<config.name>_<config.policy> "
+                               "otherwise, e.g. workdir/lift, workdir/lift_diffusion.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host, e.g. TPU pods).")
 _SKIP_EVAL = flags.DEFINE_bool("skip_eval", False, "Train only.")
 
@@ -58,8 +62,14 @@ def dataset_path(config) -> str:
                                 config.data.action_noise, config.data.cache_dir, config.data.collect_backend)
 
 
-def make_evaluator(config, policy: Policy, env_args: dict) -> Callable[[int], dict]:
-  """-> ``evaluate(max_steps) -> summary`` for ``config.eval.backend`` (robosuite, mjx or gym_pusht).
+def default_workdir(config) -> str:
+  """``workdir/<name>`` for EBT-Policy, ``workdir/<name>_<policy>`` for another policy (e.g. lift_diffusion)."""
+  name, policy = config.get("name", "run"), config.get("policy", "ebt")
+  return os.path.join("workdir", name if policy == "ebt" else f"{name}_{policy}")
+
+
+def make_evaluator(config, policy: Policy, env_args: dict) -> Callable[[str], dict]:
+  """-> ``evaluate(inference label) -> summary`` for ``config.eval.backend`` (robosuite, mjx or gym_pusht).
 
   All run episodes ``eval.seed + k``, k < ``eval.num_episodes``, of at most ``eval.horizon`` env steps;
   MJX by default starts them from robosuite's own reset states for those seeds
@@ -74,10 +84,11 @@ def make_evaluator(config, policy: Policy, env_args: dict) -> Callable[[int], di
   if e.backend == "gym_pusht":
     from ebt_jax.evaluation import pusht_eval  # pylint: disable=g-import-not-at-top
     envs = pusht.make_vector_env(e.num_episodes, e.horizon)
-    return lambda cap: pusht_eval.evaluate(policy, e.num_episodes, e.horizon, e.seed, rng, cap, envs=envs)
+    return lambda label: pusht_eval.evaluate(policy, e.num_episodes, e.horizon, e.seed, rng, label, envs=envs)
   if e.backend == "robosuite":
     env = robosuite_env.make_env(env_args, horizon=e.horizon)
-    return lambda cap: robosuite_eval.evaluate(policy, env_args, e.num_episodes, e.horizon, e.seed, rng, cap, env=env)
+    return lambda label: robosuite_eval.evaluate(policy, env_args, e.num_episodes, e.horizon, e.seed, rng, label,
+                                                 env=env)
   if e.backend != "mjx":
     raise ValueError(f"config.eval.backend={e.backend!r}: use 'robosuite', 'mjx' or 'gym_pusht'")
   if env_args.get("env_name") != "Lift":
@@ -91,26 +102,26 @@ def make_evaluator(config, policy: Policy, env_args: dict) -> Callable[[int], di
     initial = mjx_eval.sampled_initial_states(evaluator.env, jax.random.PRNGKey(e.seed), e.num_episodes)
   else:
     raise ValueError(f"config.eval.mjx_initial_states={e.mjx_initial_states!r}: use 'robosuite' or 'sampled'")
-  return lambda cap: evaluator.evaluate(initial, rng, cap, batch_size=e.mjx_batch_size or None)
+  return lambda label: evaluator.evaluate(initial, rng, label, batch_size=e.mjx_batch_size or None)
 
 
 def evaluate_all(config, policy: Policy, env_args: dict) -> dict:
-  """Evaluation at the configured cap plus every cap of ``eval.max_steps_sweep``, in ``eval.backend``."""
+  """Evaluation with the policy's default inference and every label of its sweep, in ``eval.backend``.
+
+  Returns the default inference's summary (with its episodes) plus ``policy``, ``backend``, ``inference``
+  and ``by_inference`` {label: summary without episodes}, labels ordered by sampler and step count.
+  """
   evaluate = make_evaluator(config, policy, env_args)
-  caps = [config.sampler.max_steps] + [c for c in config.eval.max_steps_sweep if c != config.sampler.max_steps]
-  by_cap = {}
-  for cap in caps:
-    by_cap[cap] = evaluate(cap)
-  main_result = dict(by_cap[config.sampler.max_steps])
-  main_result["backend"] = config.eval.backend
-  main_result["max_mcmc_steps"] = config.sampler.max_steps
-  main_result["by_max_mcmc_steps"] = {
-      str(cap): {k: v for k, v in r.items() if k != "episodes"} for cap, r in sorted(by_cap.items())}
+  by_label = {label: evaluate(label) for label in policies.sort_labels((policy.inference, *policy.model.sweep))}
+  main_result = dict(by_label[policy.inference])
+  main_result.update(policy=policy.model.name, backend=config.eval.backend, inference=policy.inference)
+  main_result["by_inference"] = {label: {k: v for k, v in r.items() if k != "episodes"}
+                                 for label, r in by_label.items()}
   return main_result
 
 
 def _eval_during_training(config, env_args: dict) -> trainer.EvalFn | None:
-  """``config.eval.every_steps`` > 0: evaluation of the current EMA parameters at ``sampler.max_steps``.
+  """``config.eval.every_steps`` > 0: evaluation of the current EMA parameters with the default inference.
 
   Each call builds a fresh evaluator (env, jitted decision), so it costs one compilation of the policy
   (seconds; MJX recompiles its rollout, minutes on CPU).
@@ -120,16 +131,18 @@ def _eval_during_training(config, env_args: dict) -> trainer.EvalFn | None:
 
   def evaluate(model, state, normalizer):
     policy = Policy.from_config(config, model, state.ema_params if config.eval.use_ema else state.params, normalizer)
-    return make_evaluator(config, policy, env_args)(config.sampler.max_steps)
+    return make_evaluator(config, policy, env_args)(policy.inference)
 
   return evaluate
 
 
 def write_plots(config, workdir: str, result: dict) -> None:
-  """``energy_vs_step.png`` from eval.json's episodes; ``coverage_vs_steps.png`` from the curve, if any."""
+  """``energy_vs_step.png`` from eval.json's episodes (policies with an energy); ``coverage_vs_steps.png``
+  from the curve, if any."""
   hz = pusht.CONTROL_HZ if config.eval.backend == "gym_pusht" else robosuite_env.CONTROL_HZ
-  plots.energy_vs_step(result["episodes"], config.horizon.action, os.path.join(workdir, ENERGY_PLOT),
-                       per_group=config.eval.get("plot_episodes", 4), hz=hz)
+  if all("energy" in e for e in result["episodes"]):
+    plots.energy_vs_step(result["episodes"], config.horizon.action, os.path.join(workdir, ENERGY_PLOT),
+                         per_group=config.eval.get("plot_episodes", 4), hz=hz)
   curve_path = os.path.join(workdir, trainer.CURVE_FILE)
   if os.path.exists(curve_path):
     with open(curve_path) as f:
@@ -156,12 +169,14 @@ def run(config, workdir: str, skip_eval: bool = False) -> dict | None:
   policy = Policy.from_config(config, model, state.ema_params if config.eval.use_ema else state.params, normalizer)
   result = evaluate_all(config, policy, demos.env_args)
   result.update(dataset=os.path.abspath(path), train_steps=int(state.step),
+                train_epochs=trainer.epochs(config, demos, int(state.step)),
                 wall_time_s={"data_and_train": t_train - t0, "eval": time.time() - t_train})
   with open(os.path.join(workdir, EVAL_FILE), "w") as f:
     json.dump(result, f, indent=1)
   if config.eval.get("every_steps", 0):
     trainer.append_record(os.path.join(workdir, trainer.CURVE_FILE), {
-        "step": int(state.step), **{k: v for k, v in result.items() if k not in ("episodes", "by_max_mcmc_steps")}})
+        "step": int(state.step), "epoch": result["train_epochs"],
+        **{k: v for k, v in result.items() if k not in ("episodes", "by_inference", "train_epochs")}})
   write_plots(config, workdir, result)
   summary = {k: v for k, v in result.items() if k not in ("episodes",)}
   print(json.dumps(summary, indent=1))
@@ -189,7 +204,7 @@ def main(argv):
   # Must happen before the backend starts; has no effect on GPU/TPU devices.
   jax.config.update("jax_num_cpu_devices", config.train.num_cpu_devices)
   logging.info("devices: %s", jax.devices())
-  run(config, _WORKDIR.value or os.path.join("workdir", config.get("name", "run")), _SKIP_EVAL.value)
+  run(config, _WORKDIR.value or default_workdir(config), _SKIP_EVAL.value)
 
 
 if __name__ == "__main__":

@@ -75,7 +75,8 @@ def test_ddim_timesteps_leading_spacing():
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 def test_samplers_recover_the_target_with_an_oracle_noise_predictor(sampler):
-  """eps_fn returns the exact noise that separates x_t from a fixed target: both samplers must land on it."""
+  """eps_fn returns the exact noise that separates x_t from a fixed target: both samplers must land on it,
+  for every step count K, with K traced (one compilation for all K)."""
   schedule = diffusion.DiffusionSchedule.cosine(T)
   target = jnp.linspace(-0.9, 0.9, 2 * 16 * 2).reshape(2, 16, 2)
   calls = []
@@ -87,11 +88,27 @@ def test_samplers_recover_the_target_with_an_oracle_noise_predictor(sampler):
 
   x_T = jax.random.normal(jax.random.PRNGKey(1), target.shape)
   if sampler == "ddpm":
-    out = jax.jit(lambda x, r: diffusion.ddpm_sample(oracle, schedule, x, r))(x_T, jax.random.PRNGKey(2))
+    run = jax.jit(lambda x, k: diffusion.ddpm_sample(oracle, schedule, x, jax.random.PRNGKey(2), k))
   else:
-    out = jax.jit(lambda x: diffusion.ddim_sample(oracle, schedule, x, 10))(x_T)
-  np.testing.assert_allclose(out, target, atol=1e-4)
-  assert calls == [(2,)]  # traced once: the loop is a lax.scan, not Python
+    run = jax.jit(lambda x, k: diffusion.ddim_sample(oracle, schedule, x, k))
+  for k in (100, 10, 3, 1):
+    np.testing.assert_allclose(run(x_T, jnp.int32(k)), target, atol=1e-4, err_msg=f"K={k}")
+  assert calls == [(2,)]  # traced once: the loop is a lax.fori_loop, not Python, and K is not static
+  with pytest.raises(ValueError, match="num_inference_steps"):
+    diffusion.ddim_sample(oracle, schedule, x_T, 0)
+
+
+def test_strided_ddpm_step_matches_diffusers_fewer_step_formula():
+  """K < T: prev_t = t - T/K, beta_t = 1 - alpha_bar_t / alpha_bar_prev (diffusers' DDPMScheduler.step)."""
+  schedule = diffusion.DiffusionSchedule.cosine(T)
+  x0, noise, z = jnp.full((1, 2, 2), -0.2), jnp.array([[[0.3, -1.0], [0.5, 2.0]]]), jnp.full((1, 2, 2), 0.7)
+  t, t_prev = jnp.array([50], jnp.int32), jnp.array([40], jnp.int32)
+  xt = diffusion.add_noise(schedule, x0, noise, t)
+  ab, ab_prev = schedule.alphas_cumprod[50], schedule.alphas_cumprod[40]
+  beta = 1 - ab / ab_prev
+  mean = (math.sqrt(ab_prev) * beta / (1 - ab)) * x0 + (math.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab)) * xt
+  sigma = math.sqrt((1 - ab_prev) / (1 - ab) * beta)
+  np.testing.assert_allclose(diffusion.ddpm_step(schedule, xt, noise, t, z, t_prev), mean + sigma * z, rtol=1e-5)
 
 
 def _models(obs_dim=5, action_dim=3):

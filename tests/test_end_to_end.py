@@ -4,6 +4,7 @@ import json
 import os
 
 import h5py
+import jax
 import numpy as np
 import pytest
 
@@ -58,15 +59,15 @@ def test_main_job_trains_evaluates_and_resumes(two_demos, tmp_path):
   result = main.run(config, workdir)
   with open(os.path.join(workdir, main.EVAL_FILE)) as f:
     saved = json.load(f)
-  for key in ("success_rate", "num_episodes", "mean_episode_length", "mean_mcmc_steps", "mean_final_energy"):
+  for key in ("success_rate", "num_episodes", "mean_episode_length", "mean_sampler_steps", "mean_final_energy"):
     assert saved[key] == result[key]
   assert saved["num_episodes"] == 2 and 0.0 <= saved["success_rate"] <= 1.0
   assert saved["train_steps"] == 4
   # Caps: the configured N = 2 plus the sweep; an episode never uses more MCMC steps than its cap.
-  assert set(saved["by_max_mcmc_steps"]) == {"1", "2", "3"}
-  assert saved["by_max_mcmc_steps"]["1"]["mean_mcmc_steps"] == 1.0
-  for cap, r in saved["by_max_mcmc_steps"].items():
-    assert 1.0 <= r["mean_mcmc_steps"] <= int(cap)
+  assert list(saved["by_inference"]) == ["mcmc-1", "mcmc-2", "mcmc-3"] and saved["inference"] == "mcmc-2"
+  assert saved["policy"] == "ebt" and saved["by_inference"]["mcmc-1"]["mean_sampler_steps"] == 1.0
+  for label, r in saved["by_inference"].items():
+    assert 1.0 <= r["mean_sampler_steps"] <= int(label.split("-")[1])
   episode = saved["episodes"][0]
   assert episode["seed"] == config.eval.seed and episode["length"] <= 12
   # Eval seeds are disjoint from the demo seeds.
@@ -78,3 +79,39 @@ def test_main_job_trains_evaluates_and_resumes(two_demos, tmp_path):
   assert main.run(config, workdir, skip_eval=True) is None
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     assert [json.loads(l)["step"] for l in f] == [2, 4, 6]
+
+
+def test_diffusion_policy_trains_and_evaluates_with_the_same_job(two_demos, tmp_path):
+  """--config.policy=diffusion: same main job, the noise head's loss, DDIM / DDPM inference, no energy."""
+  from ebt_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
+  config = lift.get_config()
+  config.policy = "diffusion"
+  config.data.path = two_demos
+  config.model.width, config.model.num_layers, config.model.num_obs_layers, config.model.num_heads = 16, 1, 1, 2
+  config.train.update(batch_size=8, num_steps=4, warmup_steps=1, log_every=2, checkpoint_every=2)
+  config.diffusion.update(inference="ddim-10", eval_sweep=("ddim-2", "ddpm-100"))
+  config.eval.update(num_episodes=2, horizon=12)
+  assert main.default_workdir(config) == os.path.join("workdir", "lift_diffusion")
+  workdir = str(tmp_path / "dp")
+  main.run(config, workdir)
+  with open(os.path.join(workdir, main.EVAL_FILE)) as f:
+    saved = json.load(f)
+  assert saved["policy"] == "diffusion" and saved["inference"] == "ddim-10"
+  assert list(saved["by_inference"]) == ["ddim-2", "ddim-10", "ddpm-100"]
+  for label, r in saved["by_inference"].items():  # every decision takes exactly K denoising steps
+    assert r["mean_sampler_steps"] == int(label.split("-")[1]) and r["mean_final_energy"] is None
+  assert "energy" not in saved["episodes"][0] and len(saved["episodes"][0]["sampler_steps"]) == 2
+  assert not os.path.exists(os.path.join(workdir, main.ENERGY_PLOT))
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  assert {"loss", "mse_by_t_low", "mse_by_t_high", "grad_norm"} <= set(records[-1])
+  assert "energy_first" not in records[-1]
+  # The checkpoint reloads as a diffusion policy; an EBT config cannot resume it.
+  policy, _ = checkpoint.load_policy(workdir)
+  decision = policy(np.zeros((3, 2, policy.model.obs_dim), np.float32), jax.random.PRNGKey(0), "ddpm-100")
+  assert decision.actions.shape == (3, 8, 7) and decision.energy is None and list(decision.steps) == [100] * 3
+  with pytest.raises(ValueError, match="inference 'mcmc-2'"):
+    policy(np.zeros((1, 2, policy.model.obs_dim), np.float32), jax.random.PRNGKey(0), "mcmc-2")
+  config.policy = "ebt"
+  with pytest.raises(ValueError, match="'diffusion' policy, config.policy is 'ebt'"):
+    main.run(config, workdir, skip_eval=True)

@@ -1,5 +1,7 @@
 """Vectorised MJX evaluation (masking, records, eval.json fields) and the batched MJX demo collector."""
 
+import dataclasses
+
 import h5py
 import jax
 import jax.numpy as jnp
@@ -7,14 +9,12 @@ import numpy as np
 import pytest
 
 from configs import lift
-from ebt_jax import collect
+from ebt_jax import collect, policies
 from ebt_jax.data.normalization import MinMax, Normalizer
 from ebt_jax.data.robomimic_hdf5 import read_demos
 from ebt_jax.envs import lift_mjcf, mjx_lift
 from ebt_jax.evaluation import episodes, mjx_eval
 from ebt_jax.evaluation.policy import Policy
-from ebt_jax.models.ebt import make_energy_model
-from ebt_jax.samplers import SamplerConfig
 
 OBS_KEYS = ("object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
 OBS_DIMS = (10, 3, 4, 2)
@@ -28,13 +28,12 @@ def env():
 def _tiny_policy():
   config = lift.get_config()
   config.model.width, config.model.num_layers, config.model.num_obs_layers = 16, 1, 1
-  model = make_energy_model(config, obs_dim=sum(OBS_DIMS), action_dim=7)
+  model = policies.make(config, obs_dim=sum(OBS_DIMS), action_dim=7)
   obs_dim = sum(OBS_DIMS)
   normalizer = Normalizer(obs=MinMax(-np.ones(obs_dim, np.float32), np.ones(obs_dim, np.float32)),
                           actions=MinMax(-np.ones(7, np.float32), np.ones(7, np.float32)),
                           obs_keys=OBS_KEYS, obs_key_dims=OBS_DIMS)
-  return Policy(model=model, params=model.init(jax.random.PRNGKey(0)), normalizer=normalizer,
-                sampler=SamplerConfig.from_config(config.sampler), action_horizon=config.horizon.action)
+  return Policy.from_config(config, model, model.init(jax.random.PRNGKey(0)), normalizer)
 
 
 def test_vectorised_eval_masks_finished_episodes_and_writes_eval_json_fields(env):
@@ -47,28 +46,28 @@ def test_vectorised_eval_masks_finished_episodes_and_writes_eval_json_fields(env
   initial = mjx_eval.InitialStates(qpos[[0, 1, 1]], np.asarray(half)[[0, 1, 1]], np.array([7, 8, 9]))
   horizon = 20  # 3 decisions of Ta = 8 (the last one cut at step 20)
   evaluator = mjx_eval.MjxEvaluator(policy, horizon, env=env)
-  out = jax.device_get(evaluator.rollout(policy.params, jnp.asarray(qpos), jnp.asarray(half),
+  out = jax.device_get(evaluator.rollout("mcmc")(policy.params, jnp.asarray(qpos), jnp.asarray(half),
                                          jax.random.PRNGKey(0), jnp.int32(2)))
   np.testing.assert_array_equal(out.success, [True, False])  # an untrained policy does not lift the cube
   np.testing.assert_array_equal(out.length, [1, horizon])
   np.testing.assert_array_equal(out.decided, [[True, False, False], [True, True, True]])
-  assert np.all(np.isfinite(out.energy)) and np.all((out.mcmc_steps >= 1) & (out.mcmc_steps <= 2))
+  assert np.all(np.isfinite(out.energy)) and np.all((out.sampler_steps >= 1) & (out.sampler_steps <= 2))
 
-  summary = evaluator.evaluate(initial, jax.random.PRNGKey(0), max_steps=2, batch_size=2)
+  summary = evaluator.evaluate(initial, jax.random.PRNGKey(0), "mcmc-2", batch_size=2)
   reference = episodes.summarize([episodes.EpisodeResult(0, True, 1, [2], [0.0])])
   assert set(reference) <= set(summary)
   assert summary["num_episodes"] == 3 and summary["success_rate"] == pytest.approx(1 / 3)
   records = summary["episodes"]
   assert [e["seed"] for e in records] == [7, 8, 9] and [e["length"] for e in records] == [1, horizon, horizon]
-  assert len(records[0]["energy"]) == 1 and len(records[1]["mcmc_steps"]) == 3
+  assert len(records[0]["energy"]) == 1 and len(records[1]["sampler_steps"]) == 3
 
 
 def test_vectorised_eval_rejects_observation_key_the_env_lacks(env):
   policy = _tiny_policy()
   bad = Normalizer(obs=policy.normalizer.obs, actions=policy.normalizer.actions,
                    obs_keys=("object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_pos"), obs_key_dims=OBS_DIMS)
-  policy = Policy(policy.model, policy.params, bad, policy.sampler, policy.action_horizon)
-  rollout = mjx_eval.make_rollout(env, policy, horizon=8)
+  policy = dataclasses.replace(policy, normalizer=bad)
+  rollout = mjx_eval.make_rollout(env, policy, horizon=8, sampler="mcmc")
   qpos, half = env.sample_initial_qpos(jax.random.PRNGKey(0))
   with pytest.raises(KeyError, match="robot0_gripper_pos"):
     rollout(policy.params, qpos[None], half[None], jax.random.PRNGKey(0), jnp.int32(2))

@@ -167,10 +167,10 @@ class _Scripted:
                                  MinMax(np.zeros(2, np.float32), np.ones(2, np.float32)), KEYS, (16, 2))
     self.action_horizon = ta
     self.model = type("M", (), {"module": type("Mod", (), {"obs_horizon": to})})
-    self.sampler = type("S", (), {"max_steps": 2})
+    self.inference = "mcmc-2"
     self.batch_sizes = []
 
-  def __call__(self, history, rng, max_steps=None):
+  def __call__(self, history, rng, inference=None):
     self.batch_sizes.append(history.shape[0])
     agent = history[:, -1, 16:18]
     n = len(history)
@@ -218,7 +218,7 @@ def test_main_job_on_pusht(tmp_path):
   with open(os.path.join(workdir, "eval.json")) as f:
     saved = json.load(f)
   assert saved["backend"] == "gym_pusht" and saved["num_episodes"] == 3
-  assert 0 <= saved["mean_max_coverage"] <= 1 and set(saved["by_max_mcmc_steps"]) == {"1", "2"}
+  assert 0 <= saved["mean_max_coverage"] <= 1 and set(saved["by_inference"]) == {"mcmc-1", "mcmc-2"}
   episode = saved["episodes"][0]
   assert len(episode["energy"]) == 2 and len(episode["coverage"]) == episode["length"] == 12  # decisions at 0, 8
   assert saved["mean_max_coverage"] == pytest.approx(np.mean([max(e["coverage"]) for e in saved["episodes"]]))

@@ -12,8 +12,7 @@ from jax.sharding import Mesh
 
 from configs import lift
 from ebt_jax.data.robomimic_hdf5 import Demos, Episode
-from ebt_jax.models.ebt import make_energy_model
-from ebt_jax.samplers import SamplerConfig
+from ebt_jax import policies
 from ebt_jax.training import trainer
 from ebt_jax.training.train_step import init_train_state, make_optimizer, make_train_step
 
@@ -36,13 +35,13 @@ def tiny_demos(n=3, length=20, obs_dim=5, action_dim=3) -> Demos:
 
 
 def _step_inputs(config):
-  model = make_energy_model(config, obs_dim=5, action_dim=3)
+  model = policies.make(config, obs_dim=5, action_dim=3)
   tx = make_optimizer(config.train)
   state = init_train_state(model, tx, jax.random.PRNGKey(0))
   rng = np.random.default_rng(1)
   batch = {"obs": rng.normal(size=(8, 2, 5)).astype(np.float32),
            "actions": rng.uniform(-1, 1, size=(8, 16, 3)).astype(np.float32)}
-  step = make_train_step(model, SamplerConfig.from_config(config.sampler), tx, config.train)
+  step = make_train_step(model, tx, config.train)
   return state, batch, step
 
 

@@ -19,8 +19,6 @@ Prints a table and writes every number to ``--out`` as JSON.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 
 import jax
@@ -28,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
+from ebt_jax.benchmarks.common import device_description
 from ebt_jax.envs import lift_mjcf, mjx_lift, robosuite_env
 from ebt_jax.evaluation import episodes, mjx_eval, robosuite_eval
 from ebt_jax.training import checkpoint
@@ -40,13 +39,6 @@ _EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 50, "Episodes of the time
 _HORIZON = flags.DEFINE_integer("horizon", 400, "Max control steps per evaluation episode.")
 _EVAL_SEED = flags.DEFINE_integer("eval_seed", 1_000_000_000, "Episode k resets with eval_seed + k.")
 _OUT = flags.DEFINE_string("out", None, "JSON output path.")
-
-
-def device_description() -> dict:
-  d = jax.devices()[0]
-  return {"platform": d.platform, "device_kind": d.device_kind, "num_devices": jax.device_count(),
-          "host_cpus": os.cpu_count(), "host": platform.processor() or platform.machine(),
-          "jax": jax.__version__}
 
 
 def robosuite_throughput(env, num_steps: int, seed: int = 0) -> dict:
@@ -93,16 +85,17 @@ def eval_timings(workdir: str, num_episodes: int, horizon: int, seed: int, rs_en
 
   initial = mjx_eval.initial_states_from_robosuite(rs_env, seeds)
   evaluator = mjx_eval.MjxEvaluator(policy, horizon, env=env)
+  sampler, steps = policy.parse()
   args = (policy.params, jnp.asarray(initial.qpos, jnp.float32), jnp.asarray(initial.cube_half_size, jnp.float32),
-          rng, jnp.int32(policy.sampler.max_steps))
+          rng, jnp.int32(steps))
   t0 = time.perf_counter()
-  compiled = evaluator.rollout.lower(*args).compile()
+  compiled = evaluator.rollout(sampler).lower(*args).compile()
   compile_s = time.perf_counter() - t0
   t0 = time.perf_counter()
   out = jax.block_until_ready(compiled(*args))
   mjx_wall = time.perf_counter() - t0
   mjx_summary = episodes.summarize(mjx_eval.to_episode_results(out, seeds))
-  common = {"num_episodes": num_episodes, "horizon": horizon, "max_mcmc_steps": policy.sampler.max_steps}
+  common = {"num_episodes": num_episodes, "horizon": horizon, "inference": policy.inference}
   return [dict(common, backend="robosuite", wall_s=rs_wall, compile_s=0.0, success_rate=rs["success_rate"],
                env_steps=int(sum(e["length"] for e in rs["episodes"])), note="episodes end at success"),
           dict(common, backend="mjx", wall_s=mjx_wall, compile_s=compile_s, success_rate=mjx_summary["success_rate"],

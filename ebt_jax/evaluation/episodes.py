@@ -16,16 +16,17 @@ class EpisodeResult:
     seed: the env's reset seed.
     success: the task's success (Lift: cube lifted; Push-T: max coverage >= 0.95).
     length: env steps taken (Lift 20 Hz, Push-T 10 Hz).
-    mcmc_steps: per decision, MCMC steps used.
-    energy: per decision, energy of the chosen chunk (decision k is taken at env step k * Ta).
+    sampler_steps: per decision, sampler steps taken (EBT: MCMC steps used; diffusion: denoising steps).
+    energy: per decision, energy of the chosen chunk (decision k is taken at env step k * Ta); None for a
+      policy without an energy (diffusion).
     max_coverage: Push-T only: the episode's maximum goal coverage in [0, 1].
     coverage: Push-T only: goal coverage after each env step, [length].
   """
   seed: int
   success: bool
   length: int
-  mcmc_steps: list[int]
-  energy: list[float]
+  sampler_steps: list[int]
+  energy: list[float] | None
   max_coverage: float | None = None
   coverage: list[float] | None = None
 
@@ -52,24 +53,38 @@ def concat_obs(obs: Mapping[str, Any], keys: Sequence[str], dims: Sequence[int],
 
 
 def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
-  """-> the eval.json fields: success_rate, num_episodes, mean_episode_length, mean_mcmc_steps,
-  mean_final_energy (energy of each episode's last decision, averaged), per-episode records; with
-  coverage (Push-T) also mean_max_coverage, mean_max_score (Diffusion Policy's reported score: the
-  episode's max of min(coverage / 0.95, 1), averaged) and energy_coverage_spearman."""
+  """-> the eval.json fields: success_rate, num_episodes, mean_episode_length, mean_sampler_steps (per
+  decision), mean_final_energy (energy of each episode's last decision, averaged; None without an
+  energy), per-episode records; with coverage (Push-T) also mean_max_coverage, mean_max_score (Diffusion
+  Policy's reported score: the episode's max of min(coverage / 0.95, 1), averaged) and
+  energy_coverage_spearman (None without an energy)."""
+  has_energy = all(r.energy is not None for r in results)
   summary = {
       "success_rate": float(np.mean([r.success for r in results])),
       "num_episodes": len(results),
       "mean_episode_length": float(np.mean([r.length for r in results])),
-      "mean_mcmc_steps": float(np.mean(np.concatenate([r.mcmc_steps for r in results]))),
-      "mean_final_energy": float(np.mean([r.energy[-1] for r in results])),
+      "mean_sampler_steps": float(np.mean(np.concatenate([r.sampler_steps for r in results]))),
+      "mean_final_energy": float(np.mean([r.energy[-1] for r in results])) if has_energy else None,
   }
   if all(r.max_coverage is not None for r in results):
     cov = np.array([r.max_coverage for r in results])
     summary["mean_max_coverage"] = float(cov.mean())
     summary["mean_max_score"] = float(np.clip(cov / 0.95, 0.0, 1.0).mean())
-    summary["energy_coverage_spearman"] = energy_coverage_spearman([dataclasses.asdict(r) for r in results])
+    summary["energy_coverage_spearman"] = (
+        energy_coverage_spearman([dataclasses.asdict(r) for r in results]) if has_energy else None)
   summary["episodes"] = [{k: v for k, v in dataclasses.asdict(r).items() if v is not None} for r in results]
   return summary
+
+
+def describe(summary: Mapping[str, Any]) -> str:
+  """One log line of a ``summarize`` result: success, coverage (if any), length, sampler steps, energy (if any)."""
+  parts = [f"success {summary['success_rate']:.3f} over {summary['num_episodes']} episodes"]
+  if "mean_max_coverage" in summary:
+    parts.append(f"mean max coverage {summary['mean_max_coverage']:.3f}")
+  parts += [f"length {summary['mean_episode_length']:.1f}", f"sampler steps {summary['mean_sampler_steps']:.2f}"]
+  if summary.get("mean_final_energy") is not None:
+    parts.append(f"final energy {summary['mean_final_energy']:.4f}")
+  return ", ".join(parts)
 
 
 def energy_coverage_spearman(episodes: Sequence[Mapping[str, Any]]) -> float | None:

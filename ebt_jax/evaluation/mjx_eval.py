@@ -1,8 +1,8 @@
 """Vectorised evaluation in MJX Lift: N episodes in one jitted ``lax.scan``.
 
 One call runs every episode of a batch in parallel: every Ta control steps the policy decides for all
-N environments at once (normalise the last To observations, Alg. 2's while-loop sampler over the
-batch), then an inner ``lax.scan`` executes the Ta actions with the vmapped ``MjxLift.step``. An
+N environments at once (normalise the last To observations, the policy's sampler over the batch: Alg. 2's
+while loop for EBT, DDPM / DDIM for diffusion), then an inner ``lax.scan`` executes the Ta actions with the vmapped ``MjxLift.step``. An
 episode ends at its first success or after ``horizon`` control steps; finished environments keep
 stepping (shapes are static) but are masked out of success, length and the per-decision records.
 
@@ -24,8 +24,8 @@ import numpy as np
 from absl import logging
 
 from ebt_jax.envs import mjx_lift, robosuite_env
+from ebt_jax.evaluation.episodes import EpisodeResult, concat_obs, describe, summarize
 from ebt_jax.evaluation.policy import Policy
-from ebt_jax.evaluation.episodes import EpisodeResult, concat_obs, summarize
 
 
 class InitialStates(NamedTuple):
@@ -41,14 +41,14 @@ class Rollouts(NamedTuple):
   Attributes:
     success: [N] bool.
     length: [N] int32 control steps taken (first success, else horizon).
-    energy: [N, D] energy of each decision's chosen chunk.
-    mcmc_steps: [N, D] int32 MCMC steps of each decision.
+    energy: [N, D] energy of each decision's chosen chunk; None for a policy without an energy.
+    sampler_steps: [N, D] int32 sampler steps of each decision (EBT: MCMC steps; diffusion: K).
     decided: [N, D] bool, whether the episode was still running at that decision.
   """
   success: jax.Array
   length: jax.Array
-  energy: jax.Array
-  mcmc_steps: jax.Array
+  energy: jax.Array | None
+  sampler_steps: jax.Array
   decided: jax.Array
 
 
@@ -74,20 +74,23 @@ def sampled_initial_states(env: mjx_lift.MjxLift, rng: jax.Array, num: int) -> I
   return InitialStates(np.asarray(qpos), np.asarray(half), np.arange(num))
 
 
-def make_rollout(env: mjx_lift.MjxLift, policy: Policy, horizon: int):
-  """-> jitted ``rollout(params, qpos [N,16], cube_half_size [N,3], rng, max_steps) -> Rollouts``.
+def make_rollout(env: mjx_lift.MjxLift, policy: Policy, horizon: int, sampler: str):
+  """-> jitted ``rollout(params, qpos [N,16], cube_half_size [N,3], rng, steps) -> Rollouts``.
 
   Args:
     env: the MJX Lift env.
-    policy: the trained policy (its ``decide`` is traced into the rollout).
+    policy: the trained policy (its ``decide(sampler)`` is traced into the rollout).
     horizon: max control steps per episode (20 Hz).
+    sampler: the policy's sampler ("mcmc", "ddim", "ddpm"); its step count ``steps`` (int32) is a traced
+      argument of the rollout, so changing it does not recompile.
   """
   keys, dims = policy.normalizer.obs_keys, policy.normalizer.obs_key_dims
   to, ta = policy.model.module.obs_horizon, policy.action_horizon
   num_decisions = math.ceil(horizon / ta)
   step = jax.vmap(env.step)
+  decide = policy.decide(sampler)
 
-  def rollout(params, qpos, cube_half_size, rng, max_steps):
+  def rollout(params, qpos, cube_half_size, rng, steps):
     states = jax.vmap(env.reset_to)(qpos, cube_half_size)
     n = qpos.shape[0]
     obs = concat_obs(states.obs, keys, dims, xp=jnp)
@@ -108,15 +111,16 @@ def make_rollout(env: mjx_lift.MjxLift, policy: Policy, horizon: int):
 
     def decision(carry, key):
       states, history, done, success, length, t = carry
-      dec = policy.decide(params, history, key, max_steps)
+      dec = decide(params, history, key, steps)
       decided = ~done
       carry, _ = jax.lax.scan(env_step, carry, jnp.swapaxes(dec.actions, 0, 1))
-      return carry, (dec.energy, dec.mcmc_steps, decided)
+      return carry, (dec.energy, dec.steps, decided)
 
     carry = (states, history, done, success, length, jnp.zeros((), jnp.int32))
-    carry, (energy, mcmc_steps, decided) = jax.lax.scan(decision, carry, jax.random.split(rng, num_decisions))
+    carry, (energy, sampler_steps, decided) = jax.lax.scan(decision, carry, jax.random.split(rng, num_decisions))
     _, _, _, success, length, _ = carry
-    return Rollouts(success=success, length=length, energy=energy.T, mcmc_steps=mcmc_steps.T, decided=decided.T)
+    return Rollouts(success=success, length=length, energy=None if energy is None else energy.T,
+                    sampler_steps=sampler_steps.T, decided=decided.T)
 
   return jax.jit(rollout)
 
@@ -128,28 +132,35 @@ def to_episode_results(rollouts: Rollouts, seeds: Sequence[int]) -> list[Episode
   for k, seed in enumerate(seeds):
     mask = np.asarray(r.decided[k])
     results.append(EpisodeResult(seed=int(seed), success=bool(r.success[k]), length=int(r.length[k]),
-                                 mcmc_steps=[int(x) for x in r.mcmc_steps[k][mask]],
-                                 energy=[float(x) for x in r.energy[k][mask]]))
+                                 sampler_steps=[int(x) for x in r.sampler_steps[k][mask]],
+                                 energy=None if r.energy is None else [float(x) for x in r.energy[k][mask]]))
   return results
 
 
 class MjxEvaluator:
-  """Holds the jitted rollout of one (env, policy, horizon), so that repeated evaluations (inference
-  caps, batches) compile once."""
+  """Holds the jitted rollouts of one (env, policy, horizon), one per sampler, so that repeated
+  evaluations (step counts, batches) compile once per sampler."""
 
   def __init__(self, policy: Policy, horizon: int, env: mjx_lift.MjxLift | None = None):
     self.policy, self.horizon = policy, horizon
     self.env = env if env is not None else mjx_lift.MjxLift.create()
-    self.rollout = make_rollout(self.env, policy, horizon)
+    self._rollouts: dict[str, Any] = {}
 
-  def evaluate(self, initial: InitialStates, rng: jax.Array, max_steps: int | None = None,
+  def rollout(self, sampler: str):
+    """The jitted rollout of ``sampler`` (``make_rollout``), built on first use."""
+    if sampler not in self._rollouts:
+      self._rollouts[sampler] = make_rollout(self.env, self.policy, self.horizon, sampler)
+    return self._rollouts[sampler]
+
+  def evaluate(self, initial: InitialStates, rng: jax.Array, inference: str | None = None,
                batch_size: int | None = None) -> dict[str, Any]:
     """Runs one episode per initial state and summarises them (``episodes.summarize``).
 
     Args:
       initial: episode initial states (``initial_states_from_robosuite`` or ``sampled_initial_states``).
       rng: PRNG key for the samplers' initial noise.
-      max_steps: inference cap N (default ``policy.sampler.max_steps``); changing it does not recompile.
+      inference: inference label, e.g. "mcmc-4" or "ddim-10" (default ``policy.inference``); a new step
+        count of a sampler already used does not recompile.
       batch_size: episodes per jitted call (default: all at once). The last batch is padded by
         repeating the final initial state; the padding is dropped.
 
@@ -158,17 +169,18 @@ class MjxEvaluator:
     """
     n = len(initial.seeds)
     batch_size = batch_size or n
-    cap = jnp.int32(self.policy.sampler.max_steps if max_steps is None else max_steps)
+    sampler, steps = self.policy.parse(inference)
+    rollout = self.rollout(sampler)
     results, t0 = [], time.time()
     for start in range(0, n, batch_size):
       idx = np.minimum(np.arange(start, start + batch_size), n - 1)
-      out = self.rollout(self.policy.params, jnp.asarray(initial.qpos[idx], jnp.float32),
-                         jnp.asarray(initial.cube_half_size[idx], jnp.float32), jax.random.fold_in(rng, start), cap)
+      out = rollout(self.policy.params, jnp.asarray(initial.qpos[idx], jnp.float32),
+                    jnp.asarray(initial.cube_half_size[idx], jnp.float32), jax.random.fold_in(rng, start),
+                    jnp.int32(steps))
       keep = min(batch_size, n - start)
       results += to_episode_results(jax.tree.map(lambda x, k=keep: x[:k], out), initial.seeds[start:start + keep])
     summary = summarize(results)
     summary["wall_time_s"] = time.time() - t0
-    logging.info("MJX eval (max %d MCMC steps): success %.3f over %d episodes, length %.1f, MCMC steps %.2f, "
-                 "final energy %.4f, %.1f s", int(cap), summary["success_rate"], n, summary["mean_episode_length"],
-                 summary["mean_mcmc_steps"], summary["mean_final_energy"], summary["wall_time_s"])
+    logging.info("MJX eval (%s): %s, %.1f s", inference or self.policy.inference, describe(summary),
+                 summary["wall_time_s"])
     return summary

@@ -82,3 +82,55 @@ def curve(records: Sequence[Mapping[str, Any]], path: str,
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+def metric_vs_inference_steps(runs: Sequence[Mapping[str, Any]], path: str, metric: str = "success_rate") -> None:
+  """The paper's Table 4 shape: ``metric`` against sampler steps per decision, one line per (run, sampler).
+
+  Args:
+    runs: eval.json dicts (``policy``, ``by_inference`` {label: summary}); a ``name`` key, if present,
+      labels the run (default: its policy).
+    path: the PNG to write.
+    metric: an eval.json summary field in [0, 1] (``success_rate``, ``mean_max_coverage``, ...).
+  """
+  fig, ax = plt.subplots(figsize=(6, 3.8))
+  for run in runs:
+    by_sampler: dict[str, list] = {}
+    for label, summary in run["by_inference"].items():
+      sampler, _, steps = label.rpartition("-")
+      by_sampler.setdefault(sampler, []).append((int(steps), summary[metric]))
+    for sampler, pts in by_sampler.items():
+      pts.sort()
+      ax.plot(*zip(*pts), marker="o", label=f"{run.get('name', run['policy'])} {sampler}")
+      for x, y in pts:
+        ax.annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 5), fontsize=7, ha="center")
+  ax.set_xscale("log")
+  ax.set_xlabel("sampler steps per decision (EBT: MCMC cap N; diffusion: denoising steps K)")
+  ax.set_ylabel(metric)
+  ax.set_ylim(0, 1.05)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def metric_vs_epochs(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: str,
+                     metric: str = "success_rate") -> None:
+  """The paper's Fig. 5 shape: ``metric`` against training epochs, one line per run.
+
+  ``curves``: {run name: eval_curve.jsonl records with ``epoch`` and ``metric``}.
+  """
+  fig, ax = plt.subplots(figsize=(6, 3.8))
+  for name, records in curves.items():
+    pts = sorted((r["epoch"], r[metric]) for r in records if metric in r)
+    if pts:
+      ax.plot(*zip(*pts), marker="o", label=name)
+  ax.set_xlabel("training epochs (passes over the demo windows)")
+  ax.set_ylabel(metric)
+  ax.set_ylim(0, 1.05)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)

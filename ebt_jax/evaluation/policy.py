@@ -1,88 +1,97 @@
-"""EBT-Policy as a controller: raw observation history -> raw action chunk, by energy minimisation.
+"""A trained policy as a controller: raw observation history -> raw action chunk.
 
-The whole decision is one jitted pure function of (params, obs, rng, max_steps): normalise the
-observations, encode them, run Alg. 2 (``ebt_jax.samplers.minimize_energy``) from Gaussian noise, keep
-the executed part ``[To-1, To-1+Ta)`` of the Tp-step chunk and map it back to raw action units.
+The whole decision is one jitted pure function of (params, obs, rng, steps): normalise the observations,
+sample a Tp-step chunk with the policy model's sampler (EBT: energy minimisation, Alg. 2; diffusion: DDPM /
+DDIM), keep the executed part ``[To-1, To-1+Ta)`` and map it back to raw action units. Which sampler and
+how many steps is an inference label ("mcmc-2", "ddim-10", "ddpm-100"; ``ebt_jax.policies.base``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ebt_jax.data.normalization import Normalizer
-from ebt_jax.models.ebt import EnergyModel
-from ebt_jax.samplers import SamplerConfig, minimize_energy
+from ebt_jax.policies import PolicyModel
 
 
 class Decision(NamedTuple):
   """One policy decision for a batch of B environments.
 
   Attributes:
-    actions: [B, Ta, A] raw actions to execute, in order (Lift: OSC_POSE deltas in [-1, 1], gripper).
-    energy: [B] energy of the chosen (normalised) chunk.
-    mcmc_steps: [B] int32 MCMC steps used (1..max_steps).
+    actions: [B, Ta, A] raw actions to execute, in order (Lift: OSC_POSE deltas in [-1, 1], gripper;
+      Push-T: agent target position, px).
+    energy: [B] energy of the chosen (normalised) chunk; None for a policy without an energy (diffusion).
+    steps: [B] int32 sampler steps taken (EBT: MCMC steps used, 1..N; diffusion: denoising steps K).
   """
   actions: jax.Array
-  energy: jax.Array
-  mcmc_steps: jax.Array
+  energy: jax.Array | None
+  steps: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
-  """A trained policy: model + parameters + the normaliser it was trained with."""
-  model: EnergyModel
+  """A trained policy: policy model + parameters + the normaliser it was trained with.
+
+  Attributes:
+    model: the policy model (``ebt_jax.policies``: EBT or diffusion).
+    params: its (EMA) parameters.
+    normalizer: observation / action min-max statistics of the training demos.
+    action_horizon: Ta, actions executed per decision.
+    inference: the default inference label (``model.inference`` unless overridden).
+  """
+  model: PolicyModel
   params: Any
   normalizer: Normalizer
-  sampler: SamplerConfig
   action_horizon: int
+  inference: str
+  _jitted: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
   @classmethod
-  def from_config(cls, config, model: EnergyModel, params: Any, normalizer: Normalizer) -> "Policy":
-    """The policy of a run config (``config.sampler``, ``config.horizon.action``) around trained parameters."""
-    return cls(model=model, params=params, normalizer=normalizer, sampler=SamplerConfig.from_config(config.sampler),
-               action_horizon=config.horizon.action)
+  def from_config(cls, config, model: PolicyModel, params: Any, normalizer: Normalizer) -> "Policy":
+    """The policy of a run config (``config.horizon.action``, the model's default inference) around trained parameters."""
+    return cls(model=model, params=params, normalizer=normalizer, action_horizon=config.horizon.action,
+               inference=model.inference)
 
-  @functools.cached_property
-  def decide(self):
-    """The pure decision function ``(params, obs [B, To, obs_dim] raw, rng, max_steps) -> Decision``.
+  def parse(self, inference: str | None = None) -> tuple[str, int]:
+    """Inference label (default ``self.inference``) -> (sampler, steps); raises ValueError on a bad label."""
+    return self.model.parse(self.inference if inference is None else inference)
 
-    Not jitted, so that it can be traced inside a larger jitted function (``mjx_eval``'s rollout).
+  def decide(self, sampler: str) -> Callable[..., Decision]:
+    """The pure decision function of ``sampler``: ``(params, obs [B, To, obs_dim] raw, rng, steps) -> Decision``.
+
+    ``steps`` (EBT: the cap N; diffusion: K) is an int32 that may be traced. Not jitted, so that it can
+    be traced inside a larger jitted function (``mjx_eval``'s rollout).
     """
-    model, norm, sampler = self.model, self.normalizer, self.sampler
-    to, tp = model.module.obs_horizon, model.module.pred_horizon
-    ta, a_dim = self.action_horizon, model.module.action_dim
+    model, norm = self.model, self.normalizer
+    to, ta = model.module.obs_horizon, self.action_horizon
 
-    def decide(params, obs, rng, max_steps):
-      obs = norm.obs.normalize(obs, xp=jnp)
-      tokens = model.encode(params, obs)
-      init = sampler.init_std * jax.random.normal(rng, (obs.shape[0], tp, a_dim))
-      result = minimize_energy(lambda y: model.energy_from_tokens(params, tokens, y), init, sampler, max_steps)
-      chunk = jax.lax.dynamic_slice_in_dim(result.actions, to - 1, ta, axis=1)
-      return Decision(norm.actions.unnormalize(chunk, xp=jnp), result.energy, result.steps)
+    def decide(params, obs, rng, steps):
+      out = model.sample(params, norm.obs.normalize(obs, xp=jnp), rng, sampler, steps)
+      chunk = jax.lax.dynamic_slice_in_dim(out.actions, to - 1, ta, axis=1)
+      return Decision(norm.actions.unnormalize(chunk, xp=jnp), out.energy, out.steps)
 
     return decide
 
-  @functools.cached_property
-  def _decide(self):
-    return jax.jit(self.decide)
-
-  def __call__(self, obs_history: np.ndarray, rng: jax.Array, max_steps: int | None = None) -> Decision:
+  def __call__(self, obs_history: np.ndarray, rng: jax.Array, inference: str | None = None) -> Decision:
     """obs_history: [B, To, obs_dim] raw observations (oldest first) -> ``Decision``.
 
-    ``max_steps`` (N of Alg. 2) defaults to ``sampler.max_steps``; changing it does not recompile.
+    ``inference`` (e.g. "mcmc-4", "ddim-10") defaults to ``self.inference``; one compilation per
+    sampler, none per step count.
 
     Raises:
-      ValueError: if ``obs_history`` is not [B, To, obs_dim].
+      ValueError: if ``obs_history`` is not [B, To, obs_dim] or the inference label is not one of this
+        policy's samplers.
     """
     obs_history = np.asarray(obs_history, np.float32)
     expected = (self.model.module.obs_horizon, self.model.obs_dim)
     if obs_history.ndim != 3 or obs_history.shape[1:] != expected:
       raise ValueError(f"obs_history has shape {obs_history.shape}, expected [B, {expected[0]}, {expected[1]}]")
-    n = self.sampler.max_steps if max_steps is None else max_steps
-    return self._decide(self.params, obs_history, rng, jnp.int32(n))
+    sampler, steps = self.parse(inference)
+    if sampler not in self._jitted:
+      self._jitted[sampler] = jax.jit(self.decide(sampler))
+    return self._jitted[sampler](self.params, obs_history, rng, jnp.int32(steps))

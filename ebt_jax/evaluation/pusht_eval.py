@@ -19,11 +19,11 @@ import numpy as np
 from absl import logging
 
 from ebt_jax.envs import pusht
-from ebt_jax.evaluation.episodes import EpisodeResult, concat_obs, summarize
+from ebt_jax.evaluation.episodes import EpisodeResult, concat_obs, describe, summarize
 from ebt_jax.evaluation.policy import Policy
 
 
-def run_episodes(policy: Policy, seeds, max_env_steps: int, rng: jax.Array, max_steps: int | None = None,
+def run_episodes(policy: Policy, seeds, max_env_steps: int, rng: jax.Array, inference: str | None = None,
                  envs=None) -> list[EpisodeResult]:
   """Runs one Push-T episode per seed, all in one vector env; see the module docstring.
 
@@ -33,7 +33,7 @@ def run_episodes(policy: Policy, seeds, max_env_steps: int, rng: jax.Array, max_
     seeds: N reset seeds.
     max_env_steps: episode cap in env steps (the protocol's 300 = 30 s at 10 Hz).
     rng: PRNG key; decision k uses ``fold_in(rng, k)`` for the samplers' initial noise of all envs.
-    max_steps: inference cap N of Alg. 2 (default ``policy.sampler.max_steps``).
+    inference: inference label, e.g. "mcmc-2" or "ddpm-100" (default ``policy.inference``).
     envs: an existing ``pusht.make_vector_env(len(seeds), max_env_steps)`` to reuse.
 
   Returns:
@@ -53,14 +53,15 @@ def run_episodes(policy: Policy, seeds, max_env_steps: int, rng: jax.Array, max_
   length = np.zeros(n, np.int64)
   coverage = [[] for _ in range(n)]
   energy = [[] for _ in range(n)]
-  mcmc_steps = [[] for _ in range(n)]
+  sampler_steps = [[] for _ in range(n)]
   t, k = 0, 0
   while t < max_env_steps and live.any():
-    decision = jax.device_get(policy(history, jax.random.fold_in(rng, k), max_steps))
+    decision = jax.device_get(policy(history, jax.random.fold_in(rng, k), inference))
     k += 1
     for i in np.flatnonzero(live):
-      energy[i].append(float(decision.energy[i]))
-      mcmc_steps[i].append(int(decision.mcmc_steps[i]))
+      if decision.energy is not None:
+        energy[i].append(float(decision.energy[i]))
+      sampler_steps[i].append(int(decision.steps[i]))
     for j in range(min(ta, max_env_steps - t)):
       obs, _, terminated, truncated, info = envs.step(np.asarray(decision.actions[:, j], np.float64))
       for i in np.flatnonzero(live):
@@ -75,13 +76,13 @@ def run_episodes(policy: Policy, seeds, max_env_steps: int, rng: jax.Array, max_
   for i, seed in enumerate(seeds):
     max_cov = max(coverage[i])
     results.append(EpisodeResult(seed=seed, success=bool(max_cov >= pusht.SUCCESS_COVERAGE), length=int(length[i]),
-                                 mcmc_steps=mcmc_steps[i], energy=energy[i], max_coverage=max_cov,
+                                 sampler_steps=sampler_steps[i], energy=energy[i] or None, max_coverage=max_cov,
                                  coverage=coverage[i]))
   return results
 
 
 def evaluate(policy: Policy, num_episodes: int = 50, max_env_steps: int = 300, seed: int = 100_000,
-             rng: jax.Array | None = None, max_steps: int | None = None, envs=None) -> dict[str, Any]:
+             rng: jax.Array | None = None, inference: str | None = None, envs=None) -> dict[str, Any]:
   """Runs episodes with seeds ``seed .. seed + num_episodes - 1`` and summarises them.
 
   Returns:
@@ -89,10 +90,7 @@ def evaluate(policy: Policy, num_episodes: int = 50, max_env_steps: int = 300, s
     ``mean_max_score`` and per-episode energies / coverage traces.
   """
   rng = jax.random.PRNGKey(0) if rng is None else rng
-  results = run_episodes(policy, range(seed, seed + num_episodes), max_env_steps, rng, max_steps, envs)
+  results = run_episodes(policy, range(seed, seed + num_episodes), max_env_steps, rng, inference, envs)
   summary = summarize(results)
-  logging.info("gym-pusht eval (max %s MCMC steps): mean max coverage %.3f, success %.3f over %d episodes, "
-               "length %.1f, MCMC steps %.2f, final energy %.4f", max_steps or policy.sampler.max_steps,
-               summary["mean_max_coverage"], summary["success_rate"], num_episodes,
-               summary["mean_episode_length"], summary["mean_mcmc_steps"], summary["mean_final_energy"])
+  logging.info("gym-pusht eval (%s): %s", inference or policy.inference, describe(summary))
   return summary

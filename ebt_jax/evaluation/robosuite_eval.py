@@ -15,12 +15,12 @@ import numpy as np
 from absl import logging
 
 from ebt_jax.envs import robosuite_env
-from ebt_jax.evaluation.episodes import EpisodeResult, concat_obs, summarize
+from ebt_jax.evaluation.episodes import EpisodeResult, concat_obs, describe, summarize
 from ebt_jax.evaluation.policy import Policy
 
 
 def run_episode(env, policy: Policy, seed: int, horizon: int, rng: jax.Array,
-                max_steps: int | None = None) -> EpisodeResult:
+                inference: str | None = None) -> EpisodeResult:
   """One rollout from the initial state of ``seed``; see the module docstring.
 
   Args:
@@ -29,7 +29,7 @@ def run_episode(env, policy: Policy, seed: int, horizon: int, rng: jax.Array,
     seed: reset seed (initial cube pose and size, robot joint noise).
     horizon: max env steps (20 Hz: 400 steps = 20 s).
     rng: PRNG key for the samplers' initial noise (split per decision).
-    max_steps: inference cap N (default ``policy.sampler.max_steps``).
+    inference: inference label, e.g. "mcmc-2" or "ddim-10" (default ``policy.inference``).
 
   Raises:
     KeyError / ValueError: if the env's observations lack a trained key or have another width.
@@ -43,20 +43,21 @@ def run_episode(env, policy: Policy, seed: int, horizon: int, rng: jax.Array,
   for t in range(1, horizon + 1):
     if not queue:
       rng, key = jax.random.split(rng)
-      decision = jax.device_get(policy(np.stack(history)[None], key, max_steps))
+      decision = jax.device_get(policy(np.stack(history)[None], key, inference))
       queue.extend(decision.actions[0])
-      steps.append(int(decision.mcmc_steps[0]))
-      energies.append(float(decision.energy[0]))
+      steps.append(int(decision.steps[0]))
+      if decision.energy is not None:
+        energies.append(float(decision.energy[0]))
     raw, _, _, _ = env.step(np.asarray(queue.popleft(), np.float64))
     history.append(concat_obs(robosuite_env.low_dim_obs(raw), norm.obs_keys, norm.obs_key_dims))
     if robosuite_env.is_success(env):
       success = True
       break
-  return EpisodeResult(seed=seed, success=success, length=t, mcmc_steps=steps, energy=energies)
+  return EpisodeResult(seed=seed, success=success, length=t, sampler_steps=steps, energy=energies or None)
 
 
 def evaluate(policy: Policy, env_args: Mapping[str, Any], num_episodes: int, horizon: int, seed: int,
-             rng: jax.Array, max_steps: int | None = None, env=None) -> dict[str, Any]:
+             rng: jax.Array, inference: str | None = None, env=None) -> dict[str, Any]:
   """Runs episodes with seeds ``seed .. seed + num_episodes - 1`` and summarises them.
 
   Args:
@@ -66,16 +67,13 @@ def evaluate(policy: Policy, env_args: Mapping[str, Any], num_episodes: int, hor
     horizon: max env steps per episode.
     seed: first episode seed (keep it disjoint from the demo seeds).
     rng: PRNG key for the samplers' initial noise.
-    max_steps: inference cap N (default ``policy.sampler.max_steps``).
+    inference: inference label (default ``policy.inference``).
     env: an existing env built from ``env_args`` (reused across calls to save start-up time).
   """
   env = env if env is not None else robosuite_env.make_env(env_args, horizon=horizon)
   results = []
   for k in range(num_episodes):
-    results.append(run_episode(env, policy, seed + k, horizon, jax.random.fold_in(rng, k), max_steps))
+    results.append(run_episode(env, policy, seed + k, horizon, jax.random.fold_in(rng, k), inference))
   summary = summarize(results)
-  logging.info("robosuite eval (max %s MCMC steps): success %.3f over %d episodes, length %.1f, "
-               "MCMC steps %.2f, final energy %.4f", max_steps or policy.sampler.max_steps,
-               summary["success_rate"], num_episodes, summary["mean_episode_length"],
-               summary["mean_mcmc_steps"], summary["mean_final_energy"])
+  logging.info("robosuite eval (%s): %s", inference or policy.inference, describe(summary))
   return summary

@@ -93,22 +93,25 @@ def predict_x0(schedule: DiffusionSchedule, x_t: jax.Array, eps: jax.Array, t: j
 
 
 def ddpm_step(schedule: DiffusionSchedule, x_t: jax.Array, eps: jax.Array, t: jax.Array,
-              noise: jax.Array) -> jax.Array:
-  """One ancestral DDPM step x_t -> x_{t-1} (Ho et al. Eq. 6-7, fixed-small variance).
+              noise: jax.Array, t_prev: jax.Array | None = None) -> jax.Array:
+  """One ancestral DDPM step x_t -> x_{t_prev} (Ho et al. Eq. 6-7, fixed-small variance).
 
-  x_{t-1} = c0 x_0 + ct x_t + [t > 0] sqrt(beta~_t) noise, with x_0 from ``predict_x0``,
-  c0 = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t), ct = sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t),
-  beta~_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t.
+  x_prev = c0 x_0 + ct x_t + [t_prev >= 0] sqrt(beta~_t) noise, with x_0 from ``predict_x0``,
+  beta_t = 1 - alpha_bar_t / alpha_bar_prev, c0 = sqrt(alpha_bar_prev) beta_t / (1 - alpha_bar_t),
+  ct = sqrt(1 - beta_t) (1 - alpha_bar_prev) / (1 - alpha_bar_t), beta~_t = (1 - alpha_bar_prev) / (1 - alpha_bar_t) beta_t.
+  With t_prev = t - 1 (the default) this is Ho et al.'s step; a larger stride is diffusers' DDPMScheduler
+  with fewer inference steps. t_prev = -1 (from t = 0 with stride 1) is the clean sample: no noise added.
 
-  x_t, eps, noise: [B, ...]; t: [B] int32 in [0, T).
+  x_t, eps, noise: [B, ...]; t, t_prev: [B] int32, 0 <= t < T, -1 <= t_prev < t.
   """
   nd = x_t.ndim
-  ab, ab_prev = schedule.alpha_bar(t, nd), schedule.alpha_bar(t - 1, nd)
+  t_prev = t - 1 if t_prev is None else t_prev
+  ab, ab_prev = schedule.alpha_bar(t, nd), schedule.alpha_bar(t_prev, nd)
   beta = 1.0 - ab / ab_prev
   x0 = predict_x0(schedule, x_t, eps, t)
   mean = (jnp.sqrt(ab_prev) * beta * x0 + jnp.sqrt(1.0 - beta) * (1.0 - ab_prev) * x_t) / (1.0 - ab)
   variance = jnp.maximum((1.0 - ab_prev) / (1.0 - ab) * beta, 1e-20)
-  return mean + jnp.where(t.reshape(ab.shape) > 0, jnp.sqrt(variance), 0.0) * noise
+  return mean + jnp.where(t_prev.reshape(ab.shape) >= 0, jnp.sqrt(variance), 0.0) * noise
 
 
 def ddim_step(schedule: DiffusionSchedule, x_t: jax.Array, eps: jax.Array, t: jax.Array,
@@ -137,37 +140,59 @@ def ddim_timesteps(num_train_steps: int, num_inference_steps: int) -> np.ndarray
   return (np.arange(num_inference_steps)[::-1] * ratio).astype(np.int32)
 
 
-def ddpm_sample(eps_fn: EpsFn, schedule: DiffusionSchedule, x_T: jax.Array, rng: jax.Array) -> jax.Array:
-  """Ancestral sampling over all T steps (Ho et al. Alg. 2): x_T [B, ...] ~ N(0, I) -> x_0 [B, ...].
+def _num_steps(schedule: DiffusionSchedule, num_inference_steps) -> jax.Array:
+  """K as int32; a Python int is checked (1 <= K <= T), a traced one is clipped into that range."""
+  if isinstance(num_inference_steps, (int, np.integer)):
+    ddim_timesteps(schedule.num_train_steps, int(num_inference_steps))  # raises on a bad K
+  return jnp.clip(jnp.asarray(num_inference_steps, jnp.int32), 1, schedule.num_train_steps)
 
-  One ``lax.scan`` over t = T-1 .. 0; the step noise of step t is ``normal(fold_in(rng, t))``.
-  """
+
+def _reverse_process(step_fn, schedule: DiffusionSchedule, x_T: jax.Array, num_inference_steps) -> jax.Array:
+  """Runs ``step_fn(i, x, t [B], t_prev [B]) -> x`` for i = 0 .. K-1 over the leading-spaced timesteps
+  t_i = (K-1-i) r, t_prev = t_i - r (r = T // K; -1 .. -r mean the clean sample) in one ``lax.fori_loop``."""
+  k = _num_steps(schedule, num_inference_steps)
+  ratio = schedule.num_train_steps // k
   batch = x_T.shape[0]
 
-  def body(x, t):
-    tt = jnp.full((batch,), t, jnp.int32)
-    noise = jax.random.normal(jax.random.fold_in(rng, t), x.shape, x.dtype)
-    return ddpm_step(schedule, x, eps_fn(x, tt), tt, noise), None
+  def body(i, x):
+    t = (k - 1 - i) * ratio
+    t_prev = jnp.maximum(t - ratio, -1)
+    return step_fn(i, x, jnp.full((batch,), t, jnp.int32), jnp.full((batch,), t_prev, jnp.int32))
 
-  x0, _ = jax.lax.scan(body, x_T, jnp.arange(schedule.num_train_steps - 1, -1, -1, dtype=jnp.int32))
-  return x0
+  return jax.lax.fori_loop(0, k, body, x_T)
 
 
-def ddim_sample(eps_fn: EpsFn, schedule: DiffusionSchedule, x_T: jax.Array, num_inference_steps: int) -> jax.Array:
+def ddpm_sample(eps_fn: EpsFn, schedule: DiffusionSchedule, x_T: jax.Array, rng: jax.Array,
+                num_inference_steps: int | jax.Array | None = None) -> jax.Array:
+  """Ancestral DDPM sampling (Ho et al. Alg. 2): x_T [B, ...] ~ N(0, I) -> x_0 [B, ...].
+
+  K = ``num_inference_steps`` network calls (default T: every timestep, Diffusion Policy's 100-step
+  sampler; K < T strides the timesteps as diffusers' DDPMScheduler). K may be a traced int32 (one
+  ``lax.fori_loop``: no recompilation per K). The noise of loop step i is ``normal(fold_in(rng, i))``.
+
+  Raises:
+    ValueError: if a Python-int K is not in [1, T].
+  """
+  k = schedule.num_train_steps if num_inference_steps is None else num_inference_steps
+
+  def step(i, x, t, t_prev):
+    noise = jax.random.normal(jax.random.fold_in(rng, i), x.shape, x.dtype)
+    return ddpm_step(schedule, x, eps_fn(x, t), t, noise, t_prev)
+
+  return _reverse_process(step, schedule, x_T, k)
+
+
+def ddim_sample(eps_fn: EpsFn, schedule: DiffusionSchedule, x_T: jax.Array,
+                num_inference_steps: int | jax.Array) -> jax.Array:
   """Deterministic DDIM sampling (eta = 0) with K = ``num_inference_steps`` network calls: x_T -> x_0.
 
-  One ``lax.scan`` over ``ddim_timesteps``; K is static (it fixes the scan length).
+  Timesteps as ``ddim_timesteps``; K may be a traced int32 (one ``lax.fori_loop``).
+
+  Raises:
+    ValueError: if a Python-int K is not in [1, T].
   """
-  batch = x_T.shape[0]
-  ts = ddim_timesteps(schedule.num_train_steps, num_inference_steps)
-  t_prev = np.concatenate([ts[1:], [-1]]).astype(np.int32)
-
-  def body(x, pair):
-    t, tp = jnp.full((batch,), pair[0]), jnp.full((batch,), pair[1])
-    return ddim_step(schedule, x, eps_fn(x, t), t, tp), None
-
-  x0, _ = jax.lax.scan(body, x_T, jnp.stack([jnp.asarray(ts), jnp.asarray(t_prev)], axis=1))
-  return x0
+  step = lambda i, x, t, t_prev: ddim_step(schedule, x, eps_fn(x, t), t, t_prev)
+  return _reverse_process(step, schedule, x_T, num_inference_steps)
 
 
 def diffusion_loss(eps_fn: EpsFn, schedule: DiffusionSchedule, x0: jax.Array, rng: jax.Array) -> tuple[jax.Array, dict]:

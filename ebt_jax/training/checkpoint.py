@@ -29,10 +29,11 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, normalizer: Normali
   mngr.wait_until_finished()
 
 
-def restore_normalizer(mngr: ocp.CheckpointManager, step: int) -> Normalizer:
-  """The normaliser saved at ``step`` (cheap: JSON only)."""
-  restored = mngr.restore(step, args=ocp.args.Composite(normalizer=ocp.args.JsonRestore()))
-  return Normalizer.from_dict(restored["normalizer"])
+def restore_metadata(mngr: ocp.CheckpointManager, step: int) -> tuple[Normalizer, dict]:
+  """The normaliser and config dict saved at ``step`` (cheap: JSON only)."""
+  restored = mngr.restore(step, args=ocp.args.Composite(normalizer=ocp.args.JsonRestore(),
+                                                        config=ocp.args.JsonRestore()))
+  return Normalizer.from_dict(restored["normalizer"]), restored["config"]
 
 
 def restore(mngr: ocp.CheckpointManager, abstract_state: Any, step: int | None = None):
@@ -53,8 +54,8 @@ def restore(mngr: ocp.CheckpointManager, abstract_state: Any, step: int | None =
 def load_policy(workdir: str, step: int | None = None, use_ema: bool = True):
   """The trained policy of a run directory, without its dataset: -> (``Policy``, ConfigDict).
 
-  Rebuilds the model from the config and normaliser saved with the checkpoint and restores its
-  (EMA) parameters.
+  Rebuilds the policy model (``config.policy``: ebt or diffusion) from the config and normaliser saved
+  with the checkpoint and restores its (EMA) parameters.
 
   Args:
     workdir: run directory with ``checkpoints/`` (written by ``ebt_jax.main``).
@@ -67,18 +68,16 @@ def load_policy(workdir: str, step: int | None = None, use_ema: bool = True):
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from ebt_jax.evaluation.policy import Policy  # pylint: disable=g-import-not-at-top
-  from ebt_jax.models.ebt import make_energy_model  # pylint: disable=g-import-not-at-top
+  from ebt_jax import policies  # pylint: disable=g-import-not-at-top
   from ebt_jax.training.train_step import init_train_state, make_optimizer  # pylint: disable=g-import-not-at-top
 
   mngr = manager(workdir, max_to_keep=None)
   step = mngr.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"no checkpoint in {os.path.join(os.path.abspath(workdir), 'checkpoints')}")
-  saved = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore(),
-                                                     normalizer=ocp.args.JsonRestore()))
-  config = ml_collections.ConfigDict(saved["config"])
-  normalizer = Normalizer.from_dict(saved["normalizer"])
-  model = make_energy_model(config, sum(normalizer.obs_key_dims), len(normalizer.actions.low))
+  normalizer, config_dict = restore_metadata(mngr, step)
+  config = ml_collections.ConfigDict(config_dict)
+  model = policies.make(config, sum(normalizer.obs_key_dims), len(normalizer.actions.low))
   tx = make_optimizer(config.train)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # whatever topology it was saved on
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),

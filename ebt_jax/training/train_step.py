@@ -1,6 +1,7 @@
-"""The EBT-Policy train step: a pure function (state, batch, rng) -> (state, metrics).
+"""The train step of every policy: a pure function (state, batch, rng) -> (state, metrics).
 
-loss = Alg. 1 training chain (``ebt_jax.samplers.training_chain``); AdamW with linear warm-up and
+loss = the policy model's objective (EBT: Alg. 1 training chain; diffusion: DDPM noise prediction,
+``ebt_jax.policies``); AdamW with linear warm-up and
 cosine decay, global-norm clipping at 1.0 (paper Sec. 3.6.2); an EMA copy of the parameters for
 evaluation. A step whose loss or gradient is not finite changes nothing and is reported
 (``metrics["nonfinite"] = 1``).
@@ -15,8 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ebt_jax.models.ebt import EnergyModel
-from ebt_jax.samplers import SamplerConfig, training_chain
+from ebt_jax.policies import PolicyModel
 
 Metrics = dict[str, jax.Array]
 
@@ -54,34 +54,26 @@ def ema_decay(step: jax.Array, power: float, max_decay: float) -> jax.Array:
   return jnp.clip(1.0 - (1.0 + step.astype(jnp.float32)) ** -power, 0.0, max_decay)
 
 
-def init_train_state(model: EnergyModel, tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
+def init_train_state(model: PolicyModel, tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
   params = model.init(rng)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
                     opt_state=tx.init(params))
 
 
-def make_train_step(model: EnergyModel, sampler: SamplerConfig, tx: optax.GradientTransformation,
+def make_train_step(model: PolicyModel, tx: optax.GradientTransformation,
                     train_cfg) -> Callable[[TrainState, dict[str, jax.Array], jax.Array], tuple[TrainState, Metrics]]:
   """Returns ``train_step(state, batch, rng) -> (state, metrics)`` (not yet jitted).
 
   ``batch``: {"obs": [B, To, obs_dim], "actions": [B, Tp, A]} float32 in [-1, 1].
   ``rng``: PRNG key for this step (the caller folds in the step number).
-  Metrics (scalars): loss, mse_first / mse_last (first / last MCMC step), energy_first / energy_last,
-  mcmc_grad_norm (mean ||dE/dy||), mcmc_steps (mean n_b), grad_norm (||d loss / d theta|| before
-  clipping), learning_rate, nonfinite (1 if the update was skipped).
+  Metrics (scalars): loss, the policy model's loss metrics (EBT: mse_first / mse_last, energy_first /
+  energy_last, mcmc_grad_norm, mcmc_steps; diffusion: mse_by_t_low / mse_by_t_high), grad_norm
+  (||d loss / d theta|| before clipping), learning_rate, nonfinite (1 if the update was skipped).
   """
   schedule = learning_rate_schedule(train_cfg)
 
-  def loss_fn(params, batch, rng):
-    enc_rng, chain_rng = jax.random.split(rng)
-    dropout = model.module.attn_dropout > 0
-    tokens = model.encode(params, batch["obs"], enc_rng if dropout else None)
-    energy_fn = lambda actions, key: model.energy_from_tokens(params, tokens, actions, key if dropout else None)
-    out = training_chain(energy_fn, batch["actions"], chain_rng, sampler)
-    return out.loss, out
-
   def train_step(state: TrainState, batch, rng):
-    (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
+    (loss, aux), grads = jax.value_and_grad(model.loss, has_aux=True)(state.params, batch, rng)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -92,19 +84,8 @@ def make_train_step(model: EnergyModel, sampler: SamplerConfig, tx: optax.Gradie
     # Never train on a non-finite step: keep every array as it was, except the step counter.
     kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
     kept = kept.replace(step=state.step + 1)
-    batch_idx = jnp.arange(out.num_steps.shape[0])
-    metrics = {
-        "loss": loss,
-        "mse_first": out.mse[0].mean(),
-        "mse_last": out.mse[out.num_steps - 1, batch_idx].mean(),
-        "energy_first": out.energy[0].mean(),
-        "energy_last": out.energy[out.num_steps - 1, batch_idx].mean(),
-        "mcmc_grad_norm": out.grad_norm.sum(0).mean() / out.num_steps.mean(),
-        "mcmc_steps": out.num_steps.mean(),
-        "grad_norm": grad_norm,
-        "learning_rate": schedule(state.step),
-        "nonfinite": 1 - finite.astype(jnp.int32),
-    }
+    metrics = {"loss": loss, **aux, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
+               "nonfinite": 1 - finite.astype(jnp.int32)}
     return kept, metrics
 
   return train_step

@@ -1,5 +1,8 @@
 """The training loop: demos -> normaliser -> windows -> sharded jitted train step -> checkpoints.
 
+The same loop trains EBT-Policy and the Diffusion Policy baseline: ``config.policy`` picks the policy
+model (``ebt_jax.policies``), whose loss the train step differentiates.
+
 Runs unchanged on 1 CPU, several fake CPU devices, a GPU or every host of a TPU pod: the batch is
 sharded over a 1-D ``jax.sharding.Mesh`` axis ``"batch"``, parameters are replicated, and each host
 contributes its slice of the global batch.
@@ -19,9 +22,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ebt_jax.data.normalization import MinMax, Normalizer
 from ebt_jax.data.demos import Demos
-from ebt_jax.data.windows import WindowDataset
-from ebt_jax.models.ebt import EnergyModel, make_energy_model
-from ebt_jax.samplers import SamplerConfig
+from ebt_jax.data.windows import WindowDataset, window_index
+from ebt_jax import policies
+from ebt_jax.policies import PolicyModel
 from ebt_jax.training import checkpoint
 from ebt_jax.training.train_step import TrainState, init_train_state, make_optimizer, make_train_step
 
@@ -29,7 +32,7 @@ METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "eval_curve.jsonl"  # evaluations during training: one {"step": ..., <summary>} per line
 
 # evaluate(model, state, normalizer) -> summary dict (eval.json fields without per-episode records).
-EvalFn = Callable[[EnergyModel, TrainState, Normalizer], dict]
+EvalFn = Callable[[PolicyModel, TrainState, Normalizer], dict]
 
 
 def fit_normalizer(demos: Demos) -> Normalizer:
@@ -37,6 +40,13 @@ def fit_normalizer(demos: Demos) -> Normalizer:
   return Normalizer(obs=MinMax.fit(np.concatenate([e.obs for e in demos.episodes])),
                     actions=MinMax.fit(np.concatenate([e.actions for e in demos.episodes])),
                     obs_keys=demos.obs_keys, obs_key_dims=demos.obs_key_dims)
+
+
+def epochs(config, demos: Demos, steps: int) -> float:
+  """Passes over the training windows that ``steps`` optimisation steps of ``config.train.batch_size`` make."""
+  h = config.horizon
+  windows = window_index([len(e.actions) for e in demos.episodes], h.obs, h.action, h.pred)
+  return steps * config.train.batch_size / len(windows)
 
 
 def make_mesh() -> Mesh:
@@ -75,21 +85,22 @@ def _truncate_metrics(path: str, last_step: int) -> None:
 
 def train(config, workdir: str, demos: Demos,
           on_step: Callable[[int, TrainState], None] | None = None,
-          evaluate: EvalFn | None = None) -> tuple[EnergyModel, TrainState, Normalizer]:
-  """Trains (or resumes training of) an EBT-Policy on ``demos``; returns (model, state, normaliser).
+          evaluate: EvalFn | None = None) -> tuple[PolicyModel, TrainState, Normalizer]:
+  """Trains (or resumes training of) the ``config.policy`` policy on ``demos``; -> (policy model, state, normaliser).
 
   Args:
-    config: the ConfigDict of configs/lift.py (uses ``horizon``, ``model``, ``sampler``, ``train``, ``seed``).
+    config: the ConfigDict of configs/lift.py (uses ``policy``, ``horizon``, ``model``, ``sampler`` or
+      ``diffusion``, ``train``, ``seed``).
     workdir: run directory; checkpoints in ``<workdir>/checkpoints``, metrics in ``<workdir>/metrics.jsonl``.
     demos: training demonstrations (raw units; normalised here).
     on_step: optional callback ``(step, state)`` after every step (tests use it to simulate a crash).
     evaluate: optional evaluation run every ``config.eval.every_steps`` steps before the last one
       (single-process runs only); each summary is appended to ``<workdir>/eval_curve.jsonl`` with its
-      step, before the checkpoint of that step is written.
+      step and epoch (passes over the training windows), before the checkpoint of that step is written.
 
   Raises:
-    ValueError: if the global batch does not divide over the devices, or the demos' dims differ from
-      a checkpoint being resumed.
+    ValueError: if the global batch does not divide over the devices, or the demos' dims or the policy
+      differ from a checkpoint being resumed.
     FloatingPointError: after ``train.max_consecutive_nonfinite`` skipped non-finite steps in a row.
   """
   tcfg = config.train
@@ -100,8 +111,7 @@ def train(config, workdir: str, demos: Demos,
   replicated = NamedSharding(mesh, PartitionSpec())
   batch_sharding = NamedSharding(mesh, PartitionSpec("batch"))
 
-  model = make_energy_model(config, demos.obs_dim, demos.action_dim)
-  sampler = SamplerConfig.from_config(config.sampler)
+  model = policies.make(config, demos.obs_dim, demos.action_dim)
   tx = make_optimizer(tcfg)
   init_fn = jax.jit(lambda rng: init_train_state(model, tx, rng), out_shardings=replicated)
   root = jax.random.PRNGKey(config.seed)
@@ -113,7 +123,10 @@ def train(config, workdir: str, demos: Demos,
   if mngr.latest_step() is None:
     normalizer = fit_normalizer(demos)
   else:  # the checkpoint's normaliser is the one the parameters were trained with
-    saved = checkpoint.restore_normalizer(mngr, mngr.latest_step())
+    saved, saved_config = checkpoint.restore_metadata(mngr, mngr.latest_step())
+    if saved_config.get("policy", "ebt") != model.name:
+      raise ValueError(f"{workdir}: checkpoint step {mngr.latest_step()} is a {saved_config.get('policy', 'ebt')!r} "
+                       f"policy, config.policy is {model.name!r}; use a new --workdir")
     if (saved.obs_keys, sum(saved.obs_key_dims), len(saved.actions.low)) != (
         demos.obs_keys, demos.obs_dim, demos.action_dim):
       raise ValueError(
@@ -134,10 +147,10 @@ def train(config, workdir: str, demos: Demos,
   data = WindowDataset(demos, normalizer, config.horizon.obs, config.horizon.action, config.horizon.pred,
                        seed=config.seed * jax.process_count() + jax.process_index())
   local_batch = tcfg.batch_size // jax.process_count()
-  step_fn = jit_train_step(make_train_step(model, sampler, tx, tcfg), mesh)
+  step_fn = jit_train_step(make_train_step(model, tx, tcfg), mesh)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  logging.info("EBT-Policy: %d parameters, %d windows from %d demos, %d devices, batch %d, steps %d -> %d",
-               num_params, len(data), len(demos.episodes), mesh.size, tcfg.batch_size, start, tcfg.num_steps)
+  logging.info("policy %s: %d parameters, %d windows from %d demos, %d devices, batch %d, steps %d -> %d",
+               model.name, num_params, len(data), len(demos.episodes), mesh.size, tcfg.batch_size, start, tcfg.num_steps)
 
   config_dict = json.loads(config.to_json_best_effort())
   nonfinite_run, window, t0 = 0, [], time.time()
@@ -154,9 +167,9 @@ def train(config, workdir: str, demos: Demos,
         nonfinite_run = nonfinite_run + 1 if m["nonfinite"] else 0
       record.update(step=done, steps_per_s=len(host) / (time.time() - t0))
       append_record(metrics_path, record)
-      logging.info("step %d/%d  loss %.4f  mse_last %.4f  energy %.3f->%.3f  grad_norm %.3f  %.2f steps/s%s",
-                   done, tcfg.num_steps, record["loss"], record["mse_last"], record["energy_first"],
-                   record["energy_last"], record["grad_norm"], record["steps_per_s"],
+      logging.info("step %d/%d  loss %.4f  %s  grad_norm %.3f  %.2f steps/s%s", done, tcfg.num_steps, record["loss"],
+                   "  ".join(f"{k} {record[k]:.4f}" for k in model.log_keys), record["grad_norm"],
+                   record["steps_per_s"],
                    f"  SKIPPED {record['nonfinite']} non-finite steps" if record["nonfinite"] else "")
       if nonfinite_run >= tcfg.max_consecutive_nonfinite:
         raise FloatingPointError(f"{nonfinite_run} consecutive steps with non-finite loss or gradients "
@@ -165,7 +178,8 @@ def train(config, workdir: str, demos: Demos,
     if evaluate is not None and eval_every and done % eval_every == 0 and done < tcfg.num_steps:
       t_eval = time.time()
       summary = evaluate(model, state, normalizer)
-      append_record(curve_path, {"step": done, **{k: v for k, v in summary.items() if k != "episodes"}})
+      append_record(curve_path, {"step": done, "epoch": epochs(config, demos, done),
+                                 **{k: v for k, v in summary.items() if k != "episodes"}})
       t0 += time.time() - t_eval  # keep evaluation time out of the next steps/s
     if done % tcfg.checkpoint_every == 0 or done == tcfg.num_steps:
       checkpoint.save(mngr, done, state, normalizer, config_dict)

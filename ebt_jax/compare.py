@@ -1,0 +1,98 @@
+r"""EBT-Policy vs Diffusion Policy from finished runs: success vs inference steps and vs training epochs.
+
+  python -m ebt_jax.main --config=configs/lift.py --config.eval.every_steps=500
+  python -m ebt_jax.main --config=configs/lift.py --config.policy=diffusion --config.eval.every_steps=500
+  python -m ebt_jax.compare --runs=workdir/lift,workdir/lift_diffusion --out=workdir/lift_comparison
+
+Reads each run's ``eval.json`` (the per-inference sweep, ``by_inference``) and ``eval_curve.jsonl`` (the
+evaluations during training, with ``epoch``); both come from the same evaluation code for every policy.
+Writes to ``--out``: ``comparison.json`` (the numbers plotted), ``success_vs_inference_steps.png`` (the
+paper's Table 4 shape) and ``success_vs_epochs.png`` (its Fig. 5 shape). ``--metric`` picks the eval.json
+field (default ``success_rate``; Push-T: ``mean_max_coverage``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags
+
+from ebt_jax.evaluation import plots
+
+_RUNS = flags.DEFINE_list("runs", None, "Run directories (each with eval.json; eval_curve.jsonl optional).",
+                          required=True)
+_OUT = flags.DEFINE_string("out", None, "Directory for comparison.json and the PNGs.", required=True)
+_METRIC = flags.DEFINE_string("metric", "success_rate", "eval.json field to compare (success_rate, "
+                              "mean_max_coverage, mean_max_score).")
+
+STEPS_PLOT = "success_vs_inference_steps.png"
+EPOCHS_PLOT = "success_vs_epochs.png"
+RESULT_FILE = "comparison.json"
+
+
+def read_run(workdir: str, metric: str) -> dict:
+  """One run's comparison record: {name, workdir, policy, train_steps, train_epochs, by_inference, curve}.
+
+  ``by_inference``: {label: {metric, success_rate, mean_sampler_steps, num_episodes}}; ``curve``: the
+  evaluations during training plus the final one, [{step, epoch, metric}].
+
+  Raises:
+    FileNotFoundError: if ``<workdir>/eval.json`` is missing.
+    KeyError: naming the file and field, if eval.json lacks ``by_inference`` / ``metric`` (a run from
+      before the policy switch) or a curve record lacks ``epoch`` / ``metric``.
+  """
+  path = os.path.join(workdir, "eval.json")
+  with open(path) as f:
+    result = json.load(f)
+  for key in ("by_inference", "policy", metric):
+    if key not in result:
+      raise KeyError(f"{path} has no '{key}' (re-run the evaluation with this version of ebt_jax.main)")
+  keep = (metric, "success_rate", "mean_sampler_steps", "num_episodes")
+  by_inference = {label: {k: s[k] for k in keep if k in s} for label, s in result["by_inference"].items()}
+  curve = []
+  curve_path = os.path.join(workdir, "eval_curve.jsonl")
+  if os.path.exists(curve_path):
+    with open(curve_path) as f:
+      for line_no, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        record = json.loads(line)
+        for key in ("step", "epoch", metric):
+          if key not in record:
+            raise KeyError(f"{curve_path} line {line_no} has no '{key}'")
+        curve.append({"step": record["step"], "epoch": record["epoch"], metric: record[metric]})
+  return {"name": f"{result['policy']} ({os.path.basename(os.path.normpath(workdir))})", "workdir": workdir,
+          "policy": result["policy"], "train_steps": result.get("train_steps"),
+          "train_epochs": result.get("train_epochs"), "by_inference": by_inference,
+          "curve": sorted(curve, key=lambda r: r["step"])}
+
+
+def compare(workdirs, out: str, metric: str = "success_rate") -> dict:
+  """Writes ``comparison.json`` and both PNGs into ``out``; returns the comparison dict."""
+  runs = [read_run(w, metric) for w in workdirs]
+  os.makedirs(out, exist_ok=True)
+  plots.metric_vs_inference_steps(runs, os.path.join(out, STEPS_PLOT), metric)
+  plots.metric_vs_epochs({r["name"]: r["curve"] for r in runs if r["curve"]}, os.path.join(out, EPOCHS_PLOT), metric)
+  comparison = {"metric": metric, "runs": runs}
+  with open(os.path.join(out, RESULT_FILE), "w") as f:
+    json.dump(comparison, f, indent=1)
+  return comparison
+
+
+def main(argv):
+  del argv
+  comparison = compare(_RUNS.value, _OUT.value, _METRIC.value)
+  metric = comparison["metric"]
+  for run in comparison["runs"]:
+    print(f"\n{run['name']}: {run['train_steps']} steps = {run['train_epochs'] or float('nan'):.1f} epochs")
+    for label, s in run["by_inference"].items():
+      print(f"  {label:<10} {metric} {s[metric]:.3f}  ({s.get('num_episodes')} episodes, "
+            f"{s['mean_sampler_steps']:.2f} steps/decision)")
+    for r in run["curve"]:
+      print(f"  step {r['step']:>6}  epoch {r['epoch']:7.2f}  {metric} {r[metric]:.3f}")
+  print(f"\nwrote {os.path.join(_OUT.value, RESULT_FILE)}, {STEPS_PLOT}, {EPOCHS_PLOT}")
+
+
+if __name__ == "__main__":
+  app.run(main)
