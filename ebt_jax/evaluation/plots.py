@@ -75,10 +75,17 @@ def curve(records: Sequence[Mapping[str, Any]], path: str,
     pts = [(r["step"], r[key]) for r in records if key in r]
     if pts:
       ax.plot(*zip(*pts), marker="o", label=key)
-  ax.set_xlabel("training step")
-  ax.set_ylim(0, 1)
+  _finish(fig, ax, path, "training step")
+
+
+def _finish(fig, ax, path: str, xlabel: str, ylabel: str | None = None) -> None:
+  """Shared styling of the [0, 1]-metric plots (labels, limits, grid, legend) and the PNG write."""
+  ax.set_xlabel(xlabel)
+  if ylabel:
+    ax.set_ylabel(ylabel)
+  ax.set_ylim(0, 1.05)
   ax.grid(alpha=0.3)
-  ax.legend()
+  ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -105,14 +112,7 @@ def metric_vs_inference_steps(runs: Sequence[Mapping[str, Any]], path: str, metr
       for x, y in pts:
         ax.annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 5), fontsize=7, ha="center")
   ax.set_xscale("log")
-  ax.set_xlabel("sampler steps per decision (EBT: MCMC cap N; diffusion: denoising steps K)")
-  ax.set_ylabel(metric)
-  ax.set_ylim(0, 1.05)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  _finish(fig, ax, path, "sampler steps per decision (EBT: MCMC cap N; diffusion: denoising steps K)", metric)
 
 
 def metric_vs_epochs(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: str,
@@ -126,11 +126,4 @@ def metric_vs_epochs(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: st
     pts = sorted((r["epoch"], r[metric]) for r in records if metric in r)
     if pts:
       ax.plot(*zip(*pts), marker="o", label=name)
-  ax.set_xlabel("training epochs (passes over the demo windows)")
-  ax.set_ylabel(metric)
-  ax.set_ylim(0, 1.05)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  _finish(fig, ax, path, "training epochs (passes over the demo windows)", metric)

@@ -64,6 +64,29 @@ class PolicyModel(Protocol):
   def sample(self, params: Params, obs: jax.Array, rng: jax.Array, sampler: str, steps: jax.Array) -> Sample: ...
 
 
+class ModelOwner:
+  """The ``PolicyModel`` members both policies share: they hold a network as ``self.model`` (an
+  ``EnergyModel`` or ``NoiseModel``) and cap their step counts at ``self.max_inference_steps`` (None: no cap)."""
+  max_inference_steps: int | None = None
+
+  @property
+  def module(self):
+    """The Flax module (``obs_horizon``, ``pred_horizon``, ``action_dim``, ``width``, ...)."""
+    return self.model.module
+
+  @property
+  def obs_dim(self) -> int:
+    return self.model.obs_dim
+
+  def init(self, rng: jax.Array) -> Params:
+    """-> the network's parameter pytree."""
+    return self.model.init(rng)
+
+  def parse(self, label: str) -> tuple[str, int]:
+    """Inference label -> (sampler, steps); raises ValueError on a bad label (``parse_inference``)."""
+    return parse_inference(label, self.samplers, self.max_inference_steps)
+
+
 def parse_inference(label: str, samplers: tuple[str, ...], max_steps: int | None = None) -> tuple[str, int]:
   """``"<sampler>-<steps>"`` -> (sampler, steps), e.g. "ddim-10" -> ("ddim", 10).
 

@@ -14,12 +14,12 @@ import jax
 import jax.numpy as jnp
 
 from ebt_jax.models.diffusion import NoiseModel, make_noise_model
-from ebt_jax.policies.base import Metrics, Params, Sample, parse_inference
+from ebt_jax.policies.base import Metrics, ModelOwner, Params, Sample
 from ebt_jax.samplers import diffusion
 
 
 @dataclasses.dataclass(frozen=True)
-class DiffusionPolicyModel:
+class DiffusionPolicyModel(ModelOwner):
   """Diffusion Policy's pure functions (``ebt_jax.policies.base.PolicyModel``).
 
   Attributes:
@@ -52,16 +52,9 @@ class DiffusionPolicyModel:
     return out
 
   @property
-  def module(self):
-    return self.model.module
-
-  @property
-  def obs_dim(self) -> int:
-    return self.model.obs_dim
-
-  def init(self, rng: jax.Array) -> Params:
-    """-> noise-network parameters."""
-    return self.model.init(rng)
+  def max_inference_steps(self) -> int:
+    """K <= T."""
+    return self.schedule.num_train_steps
 
   def loss(self, params: Params, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[jax.Array, Metrics]:
     """DDPM "simple" loss ||eps - eps_theta(x_t, t | obs)||^2, t ~ U{0..T-1} (``samplers.diffusion.diffusion_loss``).
@@ -94,7 +87,3 @@ class DiffusionPolicyModel:
       raise ValueError(f"Diffusion Policy samples with 'ddpm' or 'ddim', not {sampler!r}")
     k = jnp.clip(jnp.asarray(steps, jnp.int32), 1, self.schedule.num_train_steps)
     return Sample(x0, None, jnp.full((obs.shape[0],), k, jnp.int32))
-
-  def parse(self, label: str) -> tuple[str, int]:
-    """Inference label -> (sampler, K); raises ValueError on a bad label or K > T."""
-    return parse_inference(label, self.samplers, self.schedule.num_train_steps)

@@ -13,12 +13,12 @@ import jax
 import jax.numpy as jnp
 
 from ebt_jax.models.ebt import EnergyModel, make_energy_model
-from ebt_jax.policies.base import Metrics, Params, Sample, parse_inference
+from ebt_jax.policies.base import Metrics, ModelOwner, Params, Sample
 from ebt_jax.samplers import SamplerConfig, minimize_energy, training_chain
 
 
 @dataclasses.dataclass(frozen=True)
-class EBTPolicyModel:
+class EBTPolicyModel(ModelOwner):
   """EBT-Policy's pure functions (``ebt_jax.policies.base.PolicyModel``).
 
   Attributes:
@@ -41,18 +41,6 @@ class EBTPolicyModel:
     sweep = config.eval.get("max_steps_sweep", ()) if "eval" in config else ()
     return cls(model=make_energy_model(config, obs_dim, action_dim), sampler=SamplerConfig.from_config(config.sampler),
                inference=f"mcmc-{config.sampler.max_steps}", sweep=tuple(f"mcmc-{n}" for n in sweep))
-
-  @property
-  def module(self):
-    return self.model.module
-
-  @property
-  def obs_dim(self) -> int:
-    return self.model.obs_dim
-
-  def init(self, rng: jax.Array) -> Params:
-    """-> energy-model parameters."""
-    return self.model.init(rng)
 
   def loss(self, params: Params, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[jax.Array, Metrics]:
     """Alg. 1: mean over MCMC steps of the MSE to the demo chunk (``samplers.training_chain``).
@@ -89,7 +77,3 @@ class EBTPolicyModel:
     init = self.sampler.init_std * jax.random.normal(rng, (obs.shape[0], m.pred_horizon, m.action_dim))
     result = minimize_energy(lambda y: self.model.energy_from_tokens(params, tokens, y), init, self.sampler, steps)
     return Sample(result.actions, result.energy, result.steps)
-
-  def parse(self, label: str) -> tuple[str, int]:
-    """Inference label -> (sampler, steps); raises ValueError on a bad label."""
-    return parse_inference(label, self.samplers)
