@@ -25,8 +25,9 @@ def env():
   return mjx_lift.MjxLift.create()
 
 
-def _tiny_policy():
+def _tiny_policy(policy="ebt"):
   config = lift.get_config()
+  config.policy = policy
   config.model.width, config.model.num_layers, config.model.num_obs_layers = 16, 1, 1
   model = policies.make(config, obs_dim=sum(OBS_DIMS), action_dim=7)
   obs_dim = sum(OBS_DIMS)
@@ -60,6 +61,20 @@ def test_vectorised_eval_masks_finished_episodes_and_writes_eval_json_fields(env
   records = summary["episodes"]
   assert [e["seed"] for e in records] == [7, 8, 9] and [e["length"] for e in records] == [1, horizon, horizon]
   assert len(records[0]["energy"]) == 1 and len(records[1]["sampler_steps"]) == 3
+
+
+def test_vectorised_eval_of_the_diffusion_policy(env):
+  """The diffusion baseline goes through the same jitted rollout: no energy, K denoising steps per decision."""
+  policy = _tiny_policy("diffusion")
+  qpos, half = jax.vmap(env.sample_initial_qpos)(jax.random.split(jax.random.PRNGKey(1), 2))
+  initial = mjx_eval.InitialStates(np.asarray(qpos), np.asarray(half), np.array([3, 4]))
+  evaluator = mjx_eval.MjxEvaluator(policy, horizon=10, env=env)
+  for label in ("ddim-3", "ddim-10"):  # one compilation for both step counts
+    summary = evaluator.evaluate(initial, jax.random.PRNGKey(0), label)
+    assert summary["mean_sampler_steps"] == int(label.split("-")[1]) and summary["mean_final_energy"] is None
+    assert [len(e["sampler_steps"]) for e in summary["episodes"]] == [2, 2]  # decisions at steps 0 and 8
+    assert all("energy" not in e for e in summary["episodes"])
+  assert evaluator.rollout("ddim")._cache_size() == 1
 
 
 def test_vectorised_eval_rejects_observation_key_the_env_lacks(env):
