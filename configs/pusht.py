@@ -2,6 +2,7 @@
 
   python -m ebt_jax.main --config=configs/pusht.py --config.data.path=<dir>/pusht_cchi_v7_replay.zarr
   python -m ebt_jax.main --config=configs/pusht.py:paper --config.data.path=...   # GPU-sized
+  python -m ebt_jax.main --config=configs/pusht.py --config.policy=diffusion --config.data.path=...  # baseline
 
 Data: Diffusion Policy's replay buffer (206 human teleoperation episodes, 25,650 steps at 10 Hz;
 https://diffusion-policy.cs.columbia.edu/data/training/pusht.zip). There is no built-in dataset.
