@@ -15,7 +15,7 @@ diffusion) is the one switch between EBT-Policy and the Diffusion Policy baselin
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import jax
 
@@ -113,5 +113,3 @@ def sort_labels(labels) -> list[str]:
     return sampler, int(steps)
   return sorted(set(labels), key=key)
 
-
-LossFn = Callable[[Params, dict, jax.Array], tuple[jax.Array, Metrics]]
