@@ -41,6 +41,10 @@ def test_switch_builds_either_policy_on_the_same_backbone():
   bad.diffusion.eval_sweep = ("ddim-200",)
   with pytest.raises(ValueError, match=r"inference 'ddim-200': steps must be in \[1, 100\]"):
     policies.make(bad, obs_dim=4, action_dim=2)
+  bad = _config("ebt")
+  bad.eval.max_steps_sweep = (2, 0)
+  with pytest.raises(ValueError, match=r"inference 'mcmc-0': steps must be in"):
+    policies.make(bad, obs_dim=4, action_dim=2)
 
 
 @pytest.mark.parametrize("label, error", [("ddim10", "expected '<sampler>-<steps>'"), ("mcmc-x", "expected"),

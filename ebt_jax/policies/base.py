@@ -69,6 +69,16 @@ class ModelOwner:
   ``EnergyModel`` or ``NoiseModel``) and cap their step counts at ``self.max_inference_steps`` (None: no cap)."""
   max_inference_steps: int | None = None
 
+  def __post_init__(self):
+    """Checks the default inference label and the sweep when the (dataclass) policy model is built, so a
+    bad label fails before training, not at the evaluation after it.
+
+    Raises:
+      ValueError: naming the first bad label (``parse_inference``).
+    """
+    for label in (self.inference, *self.sweep):
+      self.parse(label)
+
   @property
   def module(self):
     """The Flax module (``obs_horizon``, ``pred_horizon``, ``action_dim``, ``width``, ...)."""

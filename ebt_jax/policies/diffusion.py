@@ -44,12 +44,9 @@ class DiffusionPolicyModel(ModelOwner):
       ValueError: if an inference label of ``config.diffusion`` is malformed or exceeds T.
     """
     d = config.diffusion
-    out = cls(model=make_noise_model(config, obs_dim, action_dim),
-              schedule=diffusion.DiffusionSchedule.cosine(d.num_train_steps, d.clip_sample),
-              inference=d.inference, sweep=tuple(d.eval_sweep))
-    for label in (out.inference, *out.sweep):
-      out.parse(label)
-    return out
+    return cls(model=make_noise_model(config, obs_dim, action_dim),
+               schedule=diffusion.DiffusionSchedule.cosine(d.num_train_steps, d.clip_sample),
+               inference=d.inference, sweep=tuple(d.eval_sweep))
 
   @property
   def max_inference_steps(self) -> int:
@@ -85,5 +82,5 @@ class DiffusionPolicyModel(ModelOwner):
       x0 = diffusion.ddim_sample(eps_fn, self.schedule, x_T, steps)
     else:
       raise ValueError(f"Diffusion Policy samples with 'ddpm' or 'ddim', not {sampler!r}")
-    k = jnp.clip(jnp.asarray(steps, jnp.int32), 1, self.schedule.num_train_steps)
+    k = diffusion.num_inference_steps_of(self.schedule, steps)
     return Sample(x0, None, jnp.full((obs.shape[0],), k, jnp.int32))

@@ -37,7 +37,11 @@ class EBTPolicyModel(ModelOwner):
 
   @classmethod
   def from_config(cls, config, obs_dim: int, action_dim: int) -> "EBTPolicyModel":
-    """From ``config.model``, ``config.horizon``, ``config.sampler`` and ``config.eval.max_steps_sweep``."""
+    """From ``config.model``, ``config.horizon``, ``config.sampler`` and ``config.eval.max_steps_sweep``.
+
+    Raises:
+      ValueError: if a cap of the sweep is < 1.
+    """
     sweep = config.eval.get("max_steps_sweep", ()) if "eval" in config else ()
     return cls(model=make_energy_model(config, obs_dim, action_dim), sampler=SamplerConfig.from_config(config.sampler),
                inference=f"mcmc-{config.sampler.max_steps}", sweep=tuple(f"mcmc-{n}" for n in sweep))

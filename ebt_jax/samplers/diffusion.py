@@ -140,8 +140,13 @@ def ddim_timesteps(num_train_steps: int, num_inference_steps: int) -> np.ndarray
   return (np.arange(num_inference_steps)[::-1] * ratio).astype(np.int32)
 
 
-def _num_steps(schedule: DiffusionSchedule, num_inference_steps) -> jax.Array:
-  """K as int32; a Python int is checked (1 <= K <= T), a traced one is clipped into that range."""
+def num_inference_steps_of(schedule: DiffusionSchedule, num_inference_steps) -> jax.Array:
+  """The K the samplers run: int32; a Python int is checked (1 <= K <= T), a traced one is clipped into
+  that range.
+
+  Raises:
+    ValueError: if a Python-int K is not in [1, T].
+  """
   if isinstance(num_inference_steps, (int, np.integer)):
     ddim_timesteps(schedule.num_train_steps, int(num_inference_steps))  # raises on a bad K
   return jnp.clip(jnp.asarray(num_inference_steps, jnp.int32), 1, schedule.num_train_steps)
@@ -150,7 +155,7 @@ def _num_steps(schedule: DiffusionSchedule, num_inference_steps) -> jax.Array:
 def _reverse_process(step_fn, schedule: DiffusionSchedule, x_T: jax.Array, num_inference_steps) -> jax.Array:
   """Runs ``step_fn(i, x, t [B], t_prev [B]) -> x`` for i = 0 .. K-1 over the leading-spaced timesteps
   t_i = (K-1-i) r, t_prev = t_i - r (r = T // K; -1 .. -r mean the clean sample) in one ``lax.fori_loop``."""
-  k = _num_steps(schedule, num_inference_steps)
+  k = num_inference_steps_of(schedule, num_inference_steps)
   ratio = schedule.num_train_steps // k
   batch = x_T.shape[0]
 
