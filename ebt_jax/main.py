@@ -26,12 +26,13 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ebt_jax import collect, policies
+from ebt_jax import cli, collect, jsonio, policies, validation
 from ebt_jax.data import datasets
 from ebt_jax.envs import pusht, robosuite_env
+from ebt_jax.errors import ConfigError
 from ebt_jax.evaluation import plots, robosuite_eval
 from ebt_jax.evaluation.policy import Policy
-from ebt_jax.training import trainer
+from ebt_jax.training import trainer, workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/lift.py.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "", "Run directory (checkpoints, metrics, eval.json); "
@@ -43,21 +44,19 @@ _SKIP_EVAL = flags.DEFINE_bool("skip_eval", False, "Train only.")
 EVAL_FILE = "eval.json"
 ENERGY_PLOT = "energy_vs_step.png"
 CURVE_PLOT = "coverage_vs_steps.png"
-SIM_BACKENDS = ("robosuite", "mjx")  # evaluate in the env described by the dataset's env_args
 
 
 def dataset_path(config) -> str:
   """The configured dataset, or the cached built-in scripted Lift demos (collected on first use).
 
   Raises:
-    ValueError: if ``data.path`` is empty and the config has no built-in dataset (Push-T).
+    ConfigError: if ``data.path`` is empty and the config has no built-in dataset (Push-T); the
+      validation pass (``ebt_jax.validation``) reports this before anything runs.
   """
   if config.data.path:
     return config.data.path
   if config.data.get("builtin", "") != "lift_scripted":
-    raise ValueError("config.data.path is empty and this config has no built-in dataset: pass "
-                     "--config.data.path=<dataset> (Push-T: the pusht_cchi_v7_replay.zarr directory from "
-                     "https://diffusion-policy.cs.columbia.edu/data/training/pusht.zip)")
+    raise ConfigError("data.path is empty and this config has no built-in dataset: pass --config.data.path=<dataset>")
   return collect.cached_dataset("lift", config.data.num_demos, config.data.collect_seed,
                                 config.data.action_noise, config.data.cache_dir, config.data.collect_backend)
 
@@ -76,8 +75,8 @@ def make_evaluator(config, policy: Policy, env_args: dict) -> Callable[[str], di
   (``eval.mjx_initial_states``); gym_pusht runs them as one vector env.
 
   Raises:
-    ValueError: unknown ``eval.backend`` or ``eval.mjx_initial_states``, or MJX asked to evaluate a
-      task other than Lift.
+    ConfigError: unknown ``eval.backend`` or ``eval.mjx_initial_states``, or MJX asked to evaluate a
+      task other than Lift (``validation.check_config`` / ``check_dataset`` report these before training).
   """
   e = config.eval
   rng = jax.random.PRNGKey(config.seed + 1)
@@ -90,9 +89,10 @@ def make_evaluator(config, policy: Policy, env_args: dict) -> Callable[[str], di
     return lambda label: robosuite_eval.evaluate(policy, env_args, e.num_episodes, e.horizon, e.seed, rng, label,
                                                  env=env)
   if e.backend != "mjx":
-    raise ValueError(f"config.eval.backend={e.backend!r}: use 'robosuite', 'mjx' or 'gym_pusht'")
+    raise ConfigError(f"eval.backend={e.backend!r}: must be one of {validation.EVAL_BACKENDS}")
   if env_args.get("env_name") != "Lift":
-    raise ValueError(f"the MJX backend implements robosuite Lift only, the dataset's env is {env_args.get('env_name')!r}")
+    raise ConfigError(f"eval.backend='mjx' implements robosuite Lift only, the dataset's env is "
+                      f"{env_args.get('env_name')!r}")
   from ebt_jax.evaluation import mjx_eval  # pylint: disable=g-import-not-at-top
   evaluator = mjx_eval.MjxEvaluator(policy, e.horizon)
   seeds = [e.seed + k for k in range(e.num_episodes)]
@@ -101,7 +101,8 @@ def make_evaluator(config, policy: Policy, env_args: dict) -> Callable[[str], di
   elif e.mjx_initial_states == "sampled":
     initial = mjx_eval.sampled_initial_states(evaluator.env, jax.random.PRNGKey(e.seed), e.num_episodes)
   else:
-    raise ValueError(f"config.eval.mjx_initial_states={e.mjx_initial_states!r}: use 'robosuite' or 'sampled'")
+    raise ConfigError(f"eval.mjx_initial_states={e.mjx_initial_states!r}: must be one of "
+                      f"{validation.MJX_INITIAL_STATES}")
   return lambda label: evaluator.evaluate(initial, rng, label, batch_size=e.mjx_batch_size or None)
 
 
@@ -152,15 +153,28 @@ def write_plots(config, workdir: str, result: dict) -> None:
 
 
 def run(config, workdir: str, skip_eval: bool = False) -> dict | None:
-  """The whole job; returns the eval.json contents (None with ``skip_eval``)."""
+  """The whole job; returns the eval.json contents (None with ``skip_eval``).
+
+  Checks the config (``validation.check_config``: every field, the workdir, the batch over the devices)
+  before anything else, holds the workdir's lock (``training.workdir``) for the whole job, and checks
+  what needs the demos (``validation.check_dataset``) right after reading them, before training.
+
+  Raises:
+    ConfigError, DatasetError, CheckpointError, WorkdirError: user errors (``ebt_jax.errors``), each
+      before the work it would spoil.
+  """
+  validation.check_config(config, workdir, num_devices=jax.device_count())
+  with workdir_lib.hold(workdir, lock=jax.process_index() == 0):
+    return _run(config, workdir, skip_eval)
+
+
+def _run(config, workdir: str, skip_eval: bool) -> dict | None:
   t0 = time.time()
   path = dataset_path(config)
   demos = datasets.read_configured(config.data, path)
   logging.info("dataset %s: %d demos, %d samples, obs_dim %d, action_dim %d", path, len(demos.episodes),
                demos.num_samples, demos.obs_dim, demos.action_dim)
-  if config.eval.backend in SIM_BACKENDS and not demos.env_args and not skip_eval:
-    raise ValueError(f"{path}: 'data' has no 'env_args' attribute, so there is no env to evaluate in "
-                     f"(eval.backend={config.eval.backend!r})")
+  validation.check_dataset(config, demos, skip_eval)
   model, state, normalizer = trainer.train(
       config, workdir, demos, evaluate=None if skip_eval else _eval_during_training(config, demos.env_args))
   t_train = time.time()
@@ -171,15 +185,14 @@ def run(config, workdir: str, skip_eval: bool = False) -> dict | None:
   result.update(dataset=os.path.abspath(path), train_steps=int(state.step),
                 train_epochs=trainer.epochs(config, demos, int(state.step)),
                 wall_time_s={"data_and_train": t_train - t0, "eval": time.time() - t_train})
-  with open(os.path.join(workdir, EVAL_FILE), "w") as f:
-    json.dump(result, f, indent=1)
+  jsonio.write(os.path.join(workdir, EVAL_FILE), result)
   if config.eval.get("every_steps", 0):
     trainer.append_record(os.path.join(workdir, trainer.CURVE_FILE), {
         "step": int(state.step), "epoch": result["train_epochs"],
         **{k: v for k, v in result.items() if k not in ("episodes", "by_inference", "train_epochs")}})
   write_plots(config, workdir, result)
   summary = {k: v for k, v in result.items() if k not in ("episodes",)}
-  print(json.dumps(summary, indent=1))
+  print(jsonio.dumps(summary, indent=1))
   return result
 
 
@@ -198,14 +211,17 @@ def main(argv):
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config is required, e.g. --config=configs/lift.py")
+  workdir = _WORKDIR.value or default_workdir(config)
+  # Every field before anything starts (the devices are checked again in run(), once they exist).
+  validation.check_config(config, workdir)
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
   # Split a CPU-only host into several single-threaded devices for data parallelism (faster on CPU).
   # Must happen before the backend starts; has no effect on GPU/TPU devices.
   jax.config.update("jax_num_cpu_devices", config.train.num_cpu_devices)
   logging.info("devices: %s", jax.devices())
-  run(config, _WORKDIR.value or default_workdir(config), _SKIP_EVAL.value)
+  run(config, workdir, _SKIP_EVAL.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -12,9 +12,7 @@ from typing import Any
 
 import numpy as np
 
-
-class DatasetError(ValueError):
-  """A dataset is missing, malformed or inconsistent. The message names the file, the demo and the key."""
+from ebt_jax.errors import DatasetError  # pylint: disable=unused-import  (re-exported: readers raise it)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -104,6 +104,13 @@ def read_demos(path: str | os.PathLike[str], obs_keys: Sequence[str],
         raise DatasetError(f"{path}: demo '{name}' key 'actions' has shape {actions.shape}, "
                            f"expected [T, {action_dim}] like the demos before it")
       if "obs" not in demo:
+        if "states" in demo:  # actions are there (read above): robosuite's raw collector layout
+          raise DatasetError(
+              f"{path}: demo '{name}' has no 'obs' group, only 'states' and 'actions' (keys: "
+              f"{sorted(demo.keys())}): this looks like robosuite's raw demo layout (written by "
+              f"robosuite's collect_human_demonstrations.py), which stores simulator states, not "
+              f"observations. Convert it once with: python -m ebt_jax.convert --from=robosuite "
+              f"--in={path} --out=<new>.hdf5 and read the new file")
         raise DatasetError(f"{path}: demo '{name}' has no 'obs' group (keys: {sorted(demo.keys())})")
       parts = []
       for key in obs_keys:
@@ -139,6 +146,29 @@ def _parse_env_args(path: str, raw: Any) -> dict[str, Any]:
     return json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
   except json.JSONDecodeError as e:
     raise DatasetError(f"{path}: 'data' attribute 'env_args' is not valid JSON ({e})") from e
+
+
+def train_valid_masks(num_demos: int) -> dict[str, list[int]]:
+  """robomimic's 90% / 10% ``mask/train`` / ``mask/valid`` split, as demo indices for ``write_demos``.
+
+  The last ``max(1, num_demos // 10)`` demos are ``valid`` (none if there is only one demo), the rest
+  ``train``; e.g. 25 demos -> train [0 .. 22], valid [23, 24]. (robomimic's
+  ``scripts/split_train_val.py`` holds out ``int(0.1 * num_demos)`` demos drawn at random, none below
+  10 demos; this split keeps at least one and is deterministic.)
+
+  Args:
+    num_demos: number of demos in the file (``demo_0`` ... ``demo_{num_demos-1}``).
+
+  Returns:
+    ``{"train": [...], "valid": [...]}``, disjoint, covering ``range(num_demos)``.
+
+  Raises:
+    ValueError: if ``num_demos`` is negative.
+  """
+  if num_demos < 0:
+    raise ValueError(f"num_demos must be >= 0, got {num_demos}")
+  num_valid = max(1, num_demos // 10) if num_demos > 1 else 0
+  return {"train": list(range(num_demos - num_valid)), "valid": list(range(num_demos - num_valid, num_demos))}
 
 
 @dataclasses.dataclass(frozen=True)

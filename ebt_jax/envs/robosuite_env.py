@@ -180,3 +180,73 @@ def is_success(env) -> bool:
 def sim_state(env) -> np.ndarray:
   """Flattened MuJoCo state [1 + nq + nv (+ na)] as robomimic stores it in ``states``."""
   return np.asarray(env.sim.get_state().flatten(), dtype=np.float64)
+
+
+
+def load_model_xml(env, model_xml: str) -> None:
+  """Rebuilds ``env``'s simulation from a stored MJCF xml (robosuite's ``model_file`` attribute).
+
+  As robomimic's ``EnvRobosuite.reset_to`` (robomimic/envs/env_robosuite.py) and robosuite's own
+  ``DataCollectionWrapper._start_new_episode`` do in robosuite 1.5: rewrite the xml's asset paths for
+  this robosuite install (``env.edit_model_xml``: demos recorded on another machine name its paths),
+  ``env.reset_from_xml_string`` (a deterministic reset: no object placement is drawn), ``env.sim.reset()``.
+
+  Raises:
+    ValueError, SyntaxError (xml.etree ParseError), KeyError: if the xml cannot be parsed or compiled, or
+      lacks a body / site the env refers to (robosuite's and MuJoCo's own errors).
+  """
+  env.reset_from_xml_string(env.edit_model_xml(model_xml))
+  env.sim.reset()
+
+
+def set_state(env, state: np.ndarray) -> dict[str, np.ndarray]:
+  """Sets ``env`` to a flattened MuJoCo state and returns the observation computed from it.
+
+  ``env.sim.set_state_from_flattened(state)``, ``env.sim.forward()``, then robosuite's observables with
+  ``force_update``, as robomimic's ``EnvRobosuite.reset_to({"states": state})``.
+
+  The observation is a function of the state: positions come from forward kinematics at ``state``.
+  robosuite's ``env.step`` reads its observations before the last physics substep is integrated, so the
+  Cartesian entries (``robot0_eef_pos``, ``robot0_eef_quat``, ``object``, ...) of a live step lag the
+  state stored after it by one substep (0.002 s of motion, up to ~0.6 mm for Lift's scripted expert);
+  joint-space entries (``robot0_joint_pos``, ``robot0_gripper_qpos``, velocities) agree exactly. The
+  ``robot0_joint_acc`` entry is not the live one: accelerations depend on the applied torques, which a
+  flattened state does not hold.
+
+  Args:
+    env: a robosuite env (e.g. from ``make_env``).
+    state: [1 + nq + nv] flattened state (time s, qpos, qvel), as in robosuite's ``states`` datasets.
+
+  Returns:
+    robomimic low-dim observation dict (see ``low_dim_obs``).
+
+  Raises:
+    ValueError: if ``state`` is not [1 + nq + nv] for the env's current model.
+  """
+  state = np.asarray(state, dtype=np.float64)
+  width = 1 + env.sim.model.nq + env.sim.model.nv
+  if state.shape != (width,):
+    raise ValueError(f"state has shape {state.shape}, expected [{width}] = 1 + nq ({env.sim.model.nq}) + "
+                     f"nv ({env.sim.model.nv}) for this model")
+  env.sim.set_state_from_flattened(state)
+  env.sim.forward()
+  return low_dim_obs(env._get_observations(force_update=True))  # pylint: disable=protected-access
+
+
+def reset_to(env, state: np.ndarray, model_xml: str | None = None) -> dict[str, np.ndarray]:
+  """robomimic's ``EnvRobosuite.reset_to`` for robosuite 1.5: ``load_model_xml`` (if given), ``set_state``.
+
+  Args:
+    env: a robosuite env.
+    state: [1 + nq + nv] flattened MuJoCo state.
+    model_xml: the episode's MJCF xml (robosuite's ``model_file`` attribute), or None to keep the model.
+
+  Returns:
+    robomimic low-dim observation dict of ``state`` (see ``set_state`` for how it relates to ``env.step``'s).
+
+  Raises:
+    ValueError, SyntaxError, KeyError: as ``load_model_xml`` and ``set_state``.
+  """
+  if model_xml is not None:
+    load_model_xml(env, model_xml)
+  return set_state(env, state)

@@ -1,28 +1,69 @@
 """Checkpoints with orbax: train state + normaliser statistics + config, in ``<workdir>/checkpoints``.
 
-Layout: ``checkpoints/<step>/{state, normalizer, config}``; the latest complete step is restored on
-start-up, so a killed run resumes where its last checkpoint left it.
+Layout: ``checkpoints/<step>/{state, normalizer, config}``. orbax writes a step into
+``<step>.orbax-checkpoint-tmp*`` and renames it when complete, so a run killed during a save (even
+``kill -9``) leaves the previous steps as they were and the partial one is never "latest".
+
+Restoring walks back from the latest step to the newest one that restores: a step whose files are
+damaged (truncated, a missing item, unreadable metadata) is logged with the reason, and, when a
+training run resumes, moved to ``<workdir>/checkpoints_damaged/<step>`` (kept, not deleted) so that
+training can write that step again. A checkpoint of another model (``ARCH_FIELDS``) is refused with
+the differing fields listed. If no step restores, nothing is moved and a ``CheckpointError`` lists
+each step and why.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any
+import shutil
+import time
+from typing import Any, Callable, NamedTuple
 
 import orbax.checkpoint as ocp
+from absl import logging
 
 from ebt_jax.data.normalization import Normalizer
+from ebt_jax.errors import CheckpointError, ConfigError
+
+DAMAGED_DIR = "checkpoints_damaged"
+# Config fields that decide the parameter tree and what the parameters mean; a checkpoint is only
+# resumed by a run whose config agrees on every one of them.
+ARCH_FIELDS = ("policy", "horizon.obs", "horizon.pred", "data.obs_keys", "model")
+
+
+class Restored(NamedTuple):
+  """A restored checkpoint: its step, ``TrainState`` (or whatever pytree was saved), normaliser, config dict."""
+  step: int
+  state: Any
+  normalizer: Normalizer
+  config: dict
+
+
+def checkpoint_dir(workdir: str) -> str:
+  """``<workdir>/checkpoints`` (absolute)."""
+  return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
 def manager(workdir: str, max_to_keep: int | None = 2) -> ocp.CheckpointManager:
-  """The run's checkpoint manager (creates ``<workdir>/checkpoints``)."""
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  """The run's checkpoint manager (creates ``<workdir>/checkpoints``).
+
+  Args:
+    workdir: run directory.
+    max_to_keep: newest checkpoints kept (>= 1), or None for all.
+
+  Raises:
+    ConfigError: ``max_to_keep`` < 1 (orbax would then delete every checkpoint, old ones included).
+  """
+  if max_to_keep is not None and max_to_keep < 1:
+    raise ConfigError(f"train.keep_checkpoints={max_to_keep}: must be an integer >= 1 (0 would delete every "
+                      "checkpoint of the run, including those already on disk)")
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-  return ocp.CheckpointManager(directory, options=options, item_names=("state", "normalizer", "config"))
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=("state", "normalizer", "config"))
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, normalizer: Normalizer, config_dict: dict) -> None:
-  """Saves (blocking until written) the state pytree, normaliser and config at ``step``."""
+  """Saves (blocking until written and renamed into place) the state pytree, normaliser and config at ``step``."""
   mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                           normalizer=ocp.args.JsonSave(normalizer.to_dict()),
                                           config=ocp.args.JsonSave(config_dict)))
@@ -36,34 +77,140 @@ def restore_metadata(mngr: ocp.CheckpointManager, step: int) -> tuple[Normalizer
   return Normalizer.from_dict(restored["normalizer"]), restored["config"]
 
 
-def restore(mngr: ocp.CheckpointManager, abstract_state: Any, step: int | None = None):
-  """-> (step, state, normalizer, config dict) of ``step`` (default: latest), or None if none exists.
+def restore(mngr: ocp.CheckpointManager, abstract_state: Any, step: int) -> Restored:
+  """-> ``Restored`` of ``step`` exactly (no walking back; orbax's exception if it is damaged).
 
   ``abstract_state``: a pytree of the same structure (arrays or ``jax.ShapeDtypeStruct`` with
   shardings) that tells orbax where to put each restored array.
   """
-  step = mngr.latest_step() if step is None else step
-  if step is None:
-    return None
   restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                                                         normalizer=ocp.args.JsonRestore(),
                                                         config=ocp.args.JsonRestore()))
-  return step, restored["state"], Normalizer.from_dict(restored["normalizer"]), restored["config"]
+  return Restored(step, restored["state"], Normalizer.from_dict(restored["normalizer"]), restored["config"])
+
+
+def _reason(error: BaseException) -> str:
+  text = " ".join(str(error).split())
+  return f"{type(error).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}"
+
+
+def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any,
+                   check: Callable[[int, Normalizer, dict], None] | None = None,
+                   damaged_dir: str | None = None) -> Restored | None:
+  """The newest checkpoint that restores, walking back over damaged ones; None if there is none.
+
+  Args:
+    mngr: the run's manager.
+    abstract_state: as for ``restore``, or a function ``(normalizer, config_dict) -> abstract state`` of
+      each step's own metadata (``load_policy``: the model is rebuilt from the checkpoint's config).
+    check: called as ``check(step, normalizer, config_dict)`` on the newest step whose metadata reads,
+      before its arrays are restored; raises (e.g. ``CheckpointError``) to refuse the run.
+    damaged_dir: if given, each damaged step newer than the restored one is moved into
+      ``<damaged_dir>/<step>`` (a suffix is added if that exists), out of orbax's way.
+
+  Raises:
+    CheckpointError: if checkpoints exist but none restores (nothing is moved then); the message
+      lists each step and its error.
+  """
+  steps = sorted(mngr.all_steps(), reverse=True)
+  if not steps:
+    return None
+  damaged: list[tuple[int, str]] = []
+  checked = False
+  for step in steps:
+    try:
+      normalizer, config = restore_metadata(mngr, step)
+    except Exception as e:  # pylint: disable=broad-except  (any unreadable checkpoint is skipped, and reported)
+      damaged.append((step, _reason(e)))
+      continue
+    if check is not None and not checked:
+      check(step, normalizer, config)
+      checked = True
+    try:
+      abstract = abstract_state(normalizer, config) if callable(abstract_state) else abstract_state
+      restored = restore(mngr, abstract, step)
+    except Exception as e:  # pylint: disable=broad-except
+      damaged.append((step, _reason(e)))
+      continue
+    for bad, reason in damaged:
+      where = os.path.join(os.fspath(mngr.directory), str(bad))
+      moved = _move_aside(where, damaged_dir, bad) if damaged_dir else None
+      logging.warning("checkpoint step %d (%s) is damaged and was skipped: %s%s", bad, where, reason,
+                      f"; moved to {moved}" if moved else "")
+    if damaged and damaged_dir:
+      mngr.reload()
+    if damaged:
+      logging.warning("restored checkpoint step %d, the newest intact one", step)
+    return restored
+  listing = "; ".join(f"step {s}: {r}" for s, r in damaged)
+  raise CheckpointError(
+      f"no checkpoint in {mngr.directory} can be restored ({listing}). Nothing was changed on disk; move "
+      f"{mngr.directory} away (or pass another --workdir) to start a fresh run.")
+
+
+def _move_aside(path: str, damaged_dir: str, step: int) -> str | None:
+  """Moves a damaged step directory into ``damaged_dir`` (multi-host: process 0 only); -> new path."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_index() != 0 or not os.path.exists(path):
+    return None
+  os.makedirs(damaged_dir, exist_ok=True)
+  target = os.path.join(damaged_dir, str(step))
+  if os.path.exists(target):
+    target += f".{int(time.time())}"
+  shutil.move(path, target)
+  return target
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for k, v in tree.items():
+      out.update(_flat(v, f"{prefix}{k}."))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def _field(config_dict: dict, path: str) -> dict[str, Any]:
+  node = config_dict
+  for part in path.split("."):
+    if not isinstance(node, dict) or part not in node:
+      return {path: None}
+    node = node[part]
+  return _flat(node, path + ".") if isinstance(node, dict) else {path: node}
+
+
+def architecture_differences(saved: dict, current: dict) -> list[str]:
+  """The ``ARCH_FIELDS`` on which two config dicts (JSON form) differ, as "field: A in the checkpoint, B
+  in this config" lines. A field absent from an older checkpoint's config takes the current default
+  ``policy='ebt'``; other absent fields count as different only if the current config has them."""
+  out = []
+  for path in ARCH_FIELDS:
+    a, b = _field(saved, path), _field(current, path)
+    if path == "policy" and a[path] is None:
+      a = {path: "ebt"}
+    for key in sorted(set(a) | set(b)):
+      va, vb = a.get(key), b.get(key)
+      norm = lambda v: json.loads(json.dumps(v))  # tuples and lists compare equal
+      if norm(va) != norm(vb):
+        out.append(f"{key}: {va!r} in the checkpoint, {vb!r} in this config")
+  return out
 
 
 def load_policy(workdir: str, step: int | None = None, use_ema: bool = True):
   """The trained policy of a run directory, without its dataset: -> (``Policy``, ConfigDict).
 
   Rebuilds the policy model (``config.policy``: ebt or diffusion) from the config and normaliser saved
-  with the checkpoint and restores its (EMA) parameters.
+  with the checkpoint and restores its (EMA) parameters. With ``step`` None, the newest intact
+  checkpoint (damaged newer ones are logged and skipped, not moved).
 
   Args:
     workdir: run directory with ``checkpoints/`` (written by ``ebt_jax.main``).
-    step: checkpoint step (default: latest).
+    step: checkpoint step (default: the newest intact one).
     use_ema: the EMA parameters (as evaluation uses) or the raw ones.
 
   Raises:
-    FileNotFoundError: if ``<workdir>/checkpoints`` holds no checkpoint.
+    CheckpointError: if ``<workdir>/checkpoints`` holds no checkpoint, ``step`` is not one of them, or
+      none restores.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
@@ -71,17 +218,30 @@ def load_policy(workdir: str, step: int | None = None, use_ema: bool = True):
   from ebt_jax import policies  # pylint: disable=g-import-not-at-top
   from ebt_jax.training.train_step import init_train_state, make_optimizer  # pylint: disable=g-import-not-at-top
 
+  if not os.path.isdir(checkpoint_dir(workdir)):
+    raise CheckpointError(f"no checkpoint in {checkpoint_dir(workdir)} (not a run directory of ebt_jax.main?)")
   mngr = manager(workdir, max_to_keep=None)
-  step = mngr.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {os.path.join(os.path.abspath(workdir), 'checkpoints')}")
-  normalizer, config_dict = restore_metadata(mngr, step)
-  config = ml_collections.ConfigDict(config_dict)
-  model = policies.make(config, sum(normalizer.obs_key_dims), len(normalizer.actions.low))
-  tx = make_optimizer(config.train)
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # whatever topology it was saved on
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                          jax.eval_shape(lambda: init_train_state(model, tx, jax.random.PRNGKey(0))))
-  _, state, _, _ = restore(mngr, abstract, step)
+  steps = mngr.all_steps()
+  if not steps or (step is not None and step not in steps):
+    raise CheckpointError(f"no checkpoint{'' if step is None else f' of step {step}'} in {mngr.directory} "
+                          f"(steps there: {sorted(steps)})")
+  models = {}
+
+  def abstract_for(normalizer: Normalizer, config_dict: dict):
+    config = ml_collections.ConfigDict(config_dict)
+    model = policies.make(config, sum(normalizer.obs_key_dims), len(normalizer.actions.low))
+    tx = make_optimizer(config.train)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # whatever topology it was saved on
+    models["config"], models["model"] = config, model
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                        jax.eval_shape(lambda: init_train_state(model, tx, jax.random.PRNGKey(0))))
+
+  if step is not None:
+    normalizer, config_dict = restore_metadata(mngr, step)
+    restored = restore(mngr, abstract_for(normalizer, config_dict), step)
+  else:
+    restored = restore_latest(mngr, abstract_for)
   mngr.close()
-  return Policy.from_config(config, model, state.ema_params if use_ema else state.params, normalizer), config
+  state = restored.state
+  return Policy.from_config(models["config"], models["model"], state.ema_params if use_ema else state.params,
+                            restored.normalizer), models["config"]

@@ -20,12 +20,13 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ebt_jax import jsonio, policies
 from ebt_jax.data.normalization import MinMax, Normalizer
 from ebt_jax.data.demos import Demos
 from ebt_jax.data.windows import WindowDataset, window_index
-from ebt_jax import policies
+from ebt_jax.errors import CheckpointError, ConfigError
 from ebt_jax.policies import PolicyModel
-from ebt_jax.training import checkpoint
+from ebt_jax.training import checkpoint, workdir as workdir_lib
 from ebt_jax.training.train_step import TrainState, init_train_state, make_optimizer, make_train_step
 
 METRICS_FILE = "metrics.jsonl"
@@ -66,11 +67,10 @@ def _global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict
 
 
 def append_record(path: str, record: dict) -> None:
-  """Appends one JSON line to ``path`` (on process 0 only)."""
+  """Appends one strict-JSON line to ``path`` (non-finite numbers as null; on process 0 only)."""
   if jax.process_index() != 0:  # one writer on multi-host runs
     return
-  with open(path, "a") as f:
-    f.write(json.dumps(record) + "\n")
+  jsonio.append_line(path, record)
 
 
 def _truncate_metrics(path: str, last_step: int) -> None:
@@ -98,16 +98,53 @@ def train(config, workdir: str, demos: Demos,
       (single-process runs only); each summary is appended to ``<workdir>/eval_curve.jsonl`` with its
       step and epoch (passes over the training windows), before the checkpoint of that step is written.
 
+  Holds the workdir's lock (``ebt_jax.training.workdir``) while it runs. Resumes from the newest intact
+  checkpoint (``checkpoint.restore_latest``: damaged newer steps are logged and moved to
+  ``<workdir>/checkpoints_damaged``).
+
   Raises:
-    ValueError: if the global batch does not divide over the devices, or the demos' dims or the policy
-      differ from a checkpoint being resumed.
+    ConfigError: if the global batch does not divide over the devices, or ``train.keep_checkpoints`` < 1.
+    CheckpointError: if the checkpoint to resume was trained with another policy, model, horizons or
+      obs / action layout (the message lists the differing fields), or no checkpoint restores.
+    WorkdirError: if another run holds the workdir.
     FloatingPointError: after ``train.max_consecutive_nonfinite`` skipped non-finite steps in a row.
   """
+  with workdir_lib.hold(workdir, lock=jax.process_index() == 0):
+    return _train(config, workdir, demos, on_step, evaluate)
+
+
+def _check_resumable(workdir: str, config_dict: dict, demos: Demos, model: PolicyModel):
+  """-> ``check(step, normalizer, saved config)`` for ``checkpoint.restore_latest``: refuses a checkpoint
+  of another policy, model, horizons or observation / action layout, listing what differs."""
+
+  def check(step: int, saved: Normalizer, saved_config: dict) -> None:
+    where = os.path.join(checkpoint.checkpoint_dir(workdir), str(step))
+    if saved_config.get("policy", "ebt") != model.name:  # the message tests and users know
+      raise CheckpointError(f"{workdir}: checkpoint step {step} is a {saved_config.get('policy', 'ebt')!r} "
+                            f"policy, config.policy is {model.name!r}; use a new --workdir")
+    diffs = checkpoint.architecture_differences(saved_config, config_dict)
+    if (saved.obs_keys, tuple(saved.obs_key_dims), len(saved.actions.low)) != (
+        demos.obs_keys, tuple(demos.obs_key_dims), demos.action_dim):
+      diffs.append(f"observations / actions: obs keys {list(saved.obs_keys)} of widths {list(saved.obs_key_dims)} "
+                   f"(obs_dim={sum(saved.obs_key_dims)}), action_dim={len(saved.actions.low)} in the checkpoint; "
+                   f"{list(demos.obs_keys)} of widths {list(demos.obs_key_dims)} (obs_dim={demos.obs_dim}), "
+                   f"action_dim={demos.action_dim} in {demos.path}")
+    if diffs:
+      raise CheckpointError(
+          f"{workdir}: the checkpoint at step {step} ({where}) was trained with another model or data, so this "
+          "run cannot resume it:\n" + "\n".join(f"  - {d}" for d in diffs) +
+          f"\nResume with the checkpoint's settings, or start a fresh run with another --workdir (or move "
+          f"{checkpoint.checkpoint_dir(workdir)} away).")
+
+  return check
+
+
+def _train(config, workdir: str, demos: Demos, on_step, evaluate) -> tuple[PolicyModel, TrainState, Normalizer]:
   tcfg = config.train
-  os.makedirs(workdir, exist_ok=True)
   mesh = make_mesh()
   if tcfg.batch_size % mesh.size:
-    raise ValueError(f"train.batch_size={tcfg.batch_size} must divide over {mesh.size} devices")
+    raise ConfigError(f"train.batch_size={tcfg.batch_size}: must be a multiple of the {mesh.size} devices it is "
+                      "split over (data parallelism; CPU: train.num_cpu_devices)")
   replicated = NamedSharding(mesh, PartitionSpec())
   batch_sharding = NamedSharding(mesh, PartitionSpec("batch"))
 
@@ -118,22 +155,14 @@ def train(config, workdir: str, demos: Demos,
   init_rng, step_root = jax.random.split(root)
   state = init_fn(init_rng)
 
+  config_dict = json.loads(config.to_json_best_effort())
   mngr = checkpoint.manager(workdir, tcfg.keep_checkpoints)
-  start = 0
-  if mngr.latest_step() is None:
-    normalizer = fit_normalizer(demos)
+  restored = checkpoint.restore_latest(mngr, state, check=_check_resumable(workdir, config_dict, demos, model),
+                                       damaged_dir=os.path.join(os.path.abspath(workdir), checkpoint.DAMAGED_DIR))
+  if restored is None:
+    start, normalizer = 0, fit_normalizer(demos)
   else:  # the checkpoint's normaliser is the one the parameters were trained with
-    saved, saved_config = checkpoint.restore_metadata(mngr, mngr.latest_step())
-    if saved_config.get("policy", "ebt") != model.name:
-      raise ValueError(f"{workdir}: checkpoint step {mngr.latest_step()} is a {saved_config.get('policy', 'ebt')!r} "
-                       f"policy, config.policy is {model.name!r}; use a new --workdir")
-    if (saved.obs_keys, sum(saved.obs_key_dims), len(saved.actions.low)) != (
-        demos.obs_keys, demos.obs_dim, demos.action_dim):
-      raise ValueError(
-          f"{workdir}: checkpoint step {mngr.latest_step()} was trained on obs keys {saved.obs_keys} "
-          f"(obs_dim={sum(saved.obs_key_dims)}, action_dim={len(saved.actions.low)}) but {demos.path} gives "
-          f"{demos.obs_keys} (obs_dim={demos.obs_dim}, action_dim={demos.action_dim}); use a new --workdir")
-    start, state, normalizer, _ = checkpoint.restore(mngr, state)
+    start, state, normalizer = restored.step, restored.state, restored.normalizer
     logging.info("Resumed from %s at step %d", mngr.directory, start)
   metrics_path = os.path.join(workdir, METRICS_FILE)
   curve_path = os.path.join(workdir, CURVE_FILE)
@@ -152,7 +181,6 @@ def train(config, workdir: str, demos: Demos,
   logging.info("policy %s: %d parameters, %d windows from %d demos, %d devices, batch %d, steps %d -> %d",
                model.name, num_params, len(data), len(demos.episodes), mesh.size, tcfg.batch_size, start, tcfg.num_steps)
 
-  config_dict = json.loads(config.to_json_best_effort())
   nonfinite_run, window, t0 = 0, [], time.time()
   for step in range(start, tcfg.num_steps):
     batch = _global_batch(data.batch(step, local_batch), batch_sharding)

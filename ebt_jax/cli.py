@@ -1,0 +1,137 @@
+"""Command-line entry points: absl flag parsing, and user errors printed without a traceback.
+
+Every ``python -m ebt_jax.<tool>`` ends with ``cli.run(main)`` instead of ``absl.app.run(main)``:
+
+* a ``ebt_jax.errors.UserError`` raised by ``main`` (config, dataset, checkpoint, work directory) is
+  printed as ``<tool>: error: <message>`` on stderr and the process exits with status 2
+  (``EXIT_USER_ERROR``), without a Python traceback;
+* a bad command line (unknown or malformed flag, a value outside its flag's bounds, a
+  ``--config.<field>`` override the config does not have or of the wrong type, a config file that cannot
+  be loaded) is printed the same way, before anything runs;
+* ``--verbose`` shows the traceback of these instead;
+* any other exception is a bug in ebt-jax and keeps its traceback (absl's handler).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import sys
+import traceback
+from typing import Callable, NoReturn, Sequence
+
+from absl import app, flags
+
+from ebt_jax.errors import UserError
+
+EXIT_USER_ERROR = 2
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Show the Python traceback of user errors (config, dataset, "
+                             "checkpoint, work directory) instead of one paragraph.")
+_VERBOSE_SPELLINGS = ("--verbose", "--verbose=true", "--verbose=True", "--verbose=1")
+
+
+def program_name(main: Callable | None = None) -> str:
+  """``ebt_jax.main`` for ``python -m ebt_jax.main`` (the module run), else the script name."""
+  spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+  if spec is not None and spec.name:
+    return spec.name
+  module = getattr(main, "__module__", "") if main is not None else ""
+  return module if module and module != "__main__" else os.path.basename(sys.argv[0] or "ebt_jax")
+
+
+def fail(message: str, main: Callable | None = None) -> NoReturn:
+  """Prints ``<program>: error: <message>`` on stderr and exits with ``EXIT_USER_ERROR`` (2)."""
+  sys.stdout.flush()
+  sys.stderr.write(f"{program_name(main)}: error: {message.rstrip()}\n"
+                   f"(exit status {EXIT_USER_ERROR}; --verbose shows the Python traceback)\n")
+  sys.stderr.flush()
+  sys.exit(EXIT_USER_ERROR)
+
+
+def _without_traceback(message: str) -> str:
+  """Replaces an embedded ``Traceback (most recent call last):`` block by its final exception line(s),
+  as ml_collections embeds the traceback of a config file that failed to load."""
+  lines = message.splitlines()
+  for i, line in enumerate(lines):
+    if "Traceback (most recent call last):" in line:
+      indent = len(line) - len(line.lstrip())
+      tail = [l.strip() for l in lines[i + 1:] if l.strip() and len(l) - len(l.lstrip()) <= indent]
+      head = " ".join(l.strip() for l in lines[:i] if l.strip())
+      return " ".join([head, *tail])
+  return message
+
+
+def _unwrap(message: str) -> str:
+  """ml_collections re-wraps KeyError text in AttributeError: undo the repr quoting it adds."""
+  for _ in range(3):
+    if len(message) >= 2 and message[0] == message[-1] and message[0] in "'\"":
+      try:
+        message = ast.literal_eval(message)
+        continue
+      except (ValueError, SyntaxError):
+        pass
+    break
+  return message
+
+
+def _raised_by_config_override(error: BaseException) -> bool:
+  """True if ``error`` came out of ml_collections applying a ``--config.<field>=`` override."""
+  marker = os.path.join("ml_collections", "config_flags")
+  return any(marker in frame.filename for frame in traceback.extract_tb(error.__traceback__))
+
+
+def override_error_message(error: BaseException, argv: Sequence[str]) -> str:
+  """A one-paragraph message for an override ml_collections refused, naming the override(s) involved.
+
+  For an unknown field (``--config.train.num_step=5``): ``--config.train.num_step=5: the config has no
+  field 'num_step' here; did you mean 'num_steps'?``.
+  """
+  text = _unwrap(str(error))
+  first, _, rest = text.partition("\n")
+  key = _unwrap(first.strip())
+  overrides = [a for a in argv[1:] if re.match(r"--\w+\.", a)]
+  if isinstance(error, (AttributeError, KeyError)):
+    named = [a for a in overrides if key in re.split(r"[.=]", a.lstrip("-"))[:-1] or
+             key in a.split("=", 1)[0].split(".")]
+    suggestion = re.search(r'Did you mean "([^"]+)"', rest)
+    hint = f"; did you mean '{suggestion.group(1)}'?" if suggestion else (
+        "; the config file lists every field (e.g. configs/lift.py)")
+    return f"{', '.join(named) or 'a --config override'}: the config has no field '{key}' there{hint}"
+  return f"{', '.join(overrides) or 'the --config overrides'}: {type(error).__name__}: {text}"
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with command-line errors as one paragraph (``fail``) unless --verbose."""
+  verbose = any(a in _VERBOSE_SPELLINGS for a in argv[1:])
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    if verbose:
+      raise
+    fail(f"{_without_traceback(str(e))} (--helpshort lists the flags)")
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    if verbose or not _raised_by_config_override(e):
+      raise
+    fail(override_error_message(e, argv))
+
+
+def guarded(main: Callable[[list[str]], object]) -> Callable[[list[str]], object]:
+  """``main`` with ``UserError`` turned into ``fail`` (one paragraph, exit 2) unless ``--verbose``."""
+
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except UserError as e:
+      if _VERBOSE.value:
+        raise
+      fail(str(e), main)
+
+  wrapped.__name__ = getattr(main, "__name__", "main")
+  wrapped.__module__ = getattr(main, "__module__", __name__)
+  return wrapped
+
+
+def run(main: Callable[[list[str]], object]) -> None:
+  """``absl.app.run(main)`` with user errors as one paragraph and exit status 2 (module docstring)."""
+  app.run(guarded(main), flags_parser=_parse_flags)

@@ -1,0 +1,341 @@
+"""One validation pass over a run config, before any work: every problem at once, each naming its field.
+
+``check_config(config)`` runs when ``ebt_jax.main`` has loaded the config (after ml_collections has
+already refused unknown fields and values of the wrong type), before demos are collected, a work
+directory is created or anything is compiled. Every field with a valid range or set is checked here,
+in one table (``FIELDS``) plus the few rules that relate several fields (``_cross_field_problems``);
+all problems are reported together in one ``ConfigError``::
+
+  3 problems in the config:
+    - train.batch_size=0: must be an integer >= 1
+    - train.learning_rate=-0.01: must be a number > 0
+    - eval.backend='mujoco': must be one of 'robosuite', 'mjx', 'gym_pusht'
+
+``check_dataset(config, demos)`` adds the checks that need the demonstrations (the env to evaluate in,
+action width of the evaluation env), right after reading them and still before training; it warns
+about demos shorter than the prediction horizon.
+
+Fields missing from a config (e.g. a config saved by an older version) are not checked: the code that
+reads them falls back to its default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Sequence
+
+from absl import logging
+
+from ebt_jax import paths
+from ebt_jax.data.datasets import DERIVED_OBS
+from ebt_jax.data.demos import Demos
+from ebt_jax.errors import ConfigError
+from ebt_jax.policies import POLICIES
+from ebt_jax.policies.base import parse_inference
+
+EVAL_BACKENDS = ("robosuite", "mjx", "gym_pusht")
+SIM_BACKENDS = ("robosuite", "mjx")  # evaluate in the env described by the dataset's env_args
+MJX_INITIAL_STATES = ("robosuite", "sampled")
+COLLECT_BACKENDS = ("robosuite", "mjx")
+BUILTIN_DATASETS = ("", "lift_scripted")  # data.builtin: what an empty data.path means ("" = nothing)
+DIFFUSION_SAMPLERS = ("ddpm", "ddim")
+PUSHT_ACTION_DIM = 2  # gym-pusht: agent target (x, y) in px
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+  """The valid values of one config field.
+
+  Attributes:
+    path: dotted field path, e.g. ``"train.batch_size"``.
+    kind: ``int``, ``float`` (ints accepted), ``bool``, ``str`` or ``"ints"`` (a sequence of ints).
+    low, high: bounds (None = unbounded); ``low_open`` / ``high_open`` exclude them.
+    choices: the allowed values (for ``str`` fields).
+    when: the field is checked only if ``when(config)`` (e.g. sampler fields for EBT only).
+    why: appended to the message (what an invalid value would do).
+  """
+  path: str
+  kind: Any
+  low: float | None = None
+  high: float | None = None
+  low_open: bool = False
+  high_open: bool = False
+  choices: tuple[Any, ...] | None = None
+  when: Callable[[Any], bool] | None = None
+  why: str = ""
+
+  def expectation(self) -> str:
+    if self.choices is not None:
+      return "one of " + ", ".join(repr(c) for c in self.choices)
+    what = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+            "ints": "a list of integers"}[self.kind]
+    if self.kind == "ints":
+      what += " each"
+    if self.low is not None and self.high is not None:
+      lo, hi = ("(" if self.low_open else "["), (")" if self.high_open else "]")
+      return f"{what} in {lo}{_num(self.low)}, {_num(self.high)}{hi}"
+    if self.low is not None:
+      return f"{what} {'>' if self.low_open else '>='} {_num(self.low)}"
+    if self.high is not None:
+      return f"{what} {'<' if self.high_open else '<='} {_num(self.high)}"
+    return what
+
+  def problem(self, value: Any) -> str | None:
+    """None if ``value`` is valid, else "must be <expectation>"."""
+    values = value if self.kind == "ints" else (value,)
+    if self.kind == "ints" and not isinstance(value, (list, tuple)):
+      return f"must be {self.expectation()}{self.why}"
+    for v in values:
+      if not self._valid(v):
+        return f"must be {self.expectation()}{self.why}"
+    return None
+
+  def _valid(self, v: Any) -> bool:
+    kind = int if self.kind == "ints" else self.kind
+    if kind is bool:
+      return isinstance(v, bool)
+    if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
+      return False
+    if kind is float and (isinstance(v, bool) or not isinstance(v, (int, float)) or v != v):
+      return False
+    if kind is str and not isinstance(v, str):
+      return False
+    if self.choices is not None and v not in self.choices:
+      return False
+    if self.low is not None and (v < self.low or (self.low_open and v == self.low)):
+      return False
+    if self.high is not None and (v > self.high or (self.high_open and v == self.high)):
+      return False
+    return True
+
+
+def _num(x: float) -> str:
+  return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _ebt(config) -> bool:
+  return config.get("policy", "ebt") == "ebt"
+
+
+def _diffusion(config) -> bool:
+  return config.get("policy", "ebt") == "diffusion"
+
+
+def _collects(config) -> bool:
+  """The built-in demos are used (an empty data.path): their collection fields matter."""
+  return not config.data.get("path", "") and bool(config.data.get("builtin", ""))
+
+
+def _mjx_eval(config) -> bool:
+  return config.eval.get("backend", "") == "mjx"
+
+
+_I, _F, _B, _S = int, float, bool, str
+FIELDS: tuple[Field, ...] = (
+    Field("seed", _I, low=0),
+    Field("policy", _S, choices=tuple(POLICIES)),
+    Field("data.builtin", _S, choices=BUILTIN_DATASETS),
+    Field("data.filter_key", _S),
+    Field("data.derived_obs", _S, choices=tuple(DERIVED_OBS)),
+    Field("data.action_key", _S),
+    Field("data.num_demos", _I, low=1, when=_collects),
+    Field("data.collect_seed", _I, low=0, when=_collects),
+    Field("data.action_noise", _F, low=0, high=1, when=_collects),
+    Field("data.collect_backend", _S, choices=COLLECT_BACKENDS, when=_collects),
+    Field("horizon.obs", _I, low=1),
+    Field("horizon.action", _I, low=1),
+    Field("horizon.pred", _I, low=1),
+    Field("model.width", _I, low=4),
+    Field("model.num_layers", _I, low=1),
+    Field("model.num_obs_layers", _I, low=0),
+    Field("model.num_heads", _I, low=1),
+    Field("model.mlp_ratio", _F, low=0, low_open=True),
+    Field("model.attn_dropout", _F, low=0, high=1, high_open=True),
+    Field("sampler.step_size", _F, low=0, low_open=True, when=_ebt),
+    Field("sampler.step_size_randomization", _F, low=1, when=_ebt),
+    Field("sampler.energy_scaled_step", _B, when=_ebt),
+    Field("sampler.energy_temperature", _F, low=0, low_open=True, when=_ebt),
+    Field("sampler.max_log_step_scale", _F, low=0, low_open=True, high=88, when=_ebt),
+    Field("sampler.momentum", _F, low=0, high=1, high_open=True, when=_ebt),
+    Field("sampler.normalize_samples", _B, when=_ebt),
+    Field("sampler.norm_eps", _F, low=0, low_open=True, when=_ebt),
+    Field("sampler.init_std", _F, low=0, low_open=True, when=_ebt),
+    Field("sampler.train_steps", _I, low=1, when=_ebt),
+    Field("sampler.train_extra_steps", _I, low=0, when=_ebt),
+    Field("sampler.langevin_sigma_max", _F, low=0, when=_ebt),
+    Field("sampler.langevin_sigma_min", _F, low=0, when=_ebt),
+    Field("sampler.max_steps", _I, low=1, when=_ebt),
+    Field("sampler.grad_norm_tol", _F, low=0, when=_ebt),
+    Field("diffusion.num_train_steps", _I, low=1, when=_diffusion),
+    Field("diffusion.clip_sample", _B, when=_diffusion),
+    Field("train.batch_size", _I, low=1),
+    Field("train.num_steps", _I, low=1),
+    Field("train.learning_rate", _F, low=0, low_open=True, why=" (the peak of the warm-up + cosine schedule)"),
+    Field("train.warmup_steps", _I, low=0),
+    Field("train.weight_decay", _F, low=0),
+    Field("train.grad_clip_norm", _F, low=0, low_open=True),
+    Field("train.ema_power", _F, low=0, low_open=True),
+    Field("train.ema_max_decay", _F, low=0, high=1, high_open=True),
+    Field("train.max_consecutive_nonfinite", _I, low=1),
+    Field("train.log_every", _I, low=1),
+    Field("train.checkpoint_every", _I, low=1),
+    Field("train.keep_checkpoints", _I, low=1,
+          why=" (0 would make orbax delete every checkpoint, those already on disk included)"),
+    Field("train.num_cpu_devices", _I, low=1),
+    Field("eval.backend", _S, choices=EVAL_BACKENDS),
+    Field("eval.mjx_initial_states", _S, choices=MJX_INITIAL_STATES, when=_mjx_eval),
+    Field("eval.mjx_batch_size", _I, low=0, when=_mjx_eval),
+    Field("eval.num_episodes", _I, low=1),
+    Field("eval.horizon", _I, low=1),
+    Field("eval.seed", _I, low=0),
+    Field("eval.max_steps_sweep", "ints", low=1, when=_ebt),
+    Field("eval.use_ema", _B),
+    Field("eval.every_steps", _I, low=0),
+    Field("eval.plot_episodes", _I, low=0),
+)
+
+
+def _get(config, path: str) -> tuple[bool, Any]:
+  node = config
+  for part in path.split("."):
+    if not hasattr(node, "get") or part not in node:
+      return False, None
+    node = node[part]
+  return True, node
+
+
+def _cross_field_problems(config, workdir: str | None, num_devices: int | None) -> list[str]:
+  """Rules that relate several fields (or the config and the machine / file system)."""
+  out = []
+  name = config.get("name", "run")
+  if not isinstance(name, str) or not name or os.sep in name or name in (".", ".."):
+    out.append(f"name={name!r}: must be a non-empty string without '{os.sep}' (it names the run directory)")
+  data = config.data
+  keys = data.get("obs_keys", ())
+  if (not isinstance(keys, (list, tuple)) or not keys or not all(isinstance(k, str) and k for k in keys)
+      or len(set(keys)) != len(keys)):
+    out.append(f"data.obs_keys={tuple(keys) if isinstance(keys, (list, tuple)) else keys!r}: must be a non-empty "
+               "list of distinct observation key names, e.g. ('object', 'robot0_eef_pos')")
+  path = data.get("path", "")
+  if path and not os.path.exists(path):
+    out.append(f"data.path={path!r}: no such file or directory")
+  if not path and not data.get("builtin", ""):
+    out.append("data.path is empty and this config has no built-in dataset: pass --config.data.path=<dataset> "
+               "(Push-T: the pusht_cchi_v7_replay.zarr directory from "
+               "https://diffusion-policy.cs.columbia.edu/data/training/pusht.zip)")
+  if _collects(config):
+    from ebt_jax import collect  # pylint: disable=g-import-not-at-top
+    cache_dir = data.get("cache_dir", "") or collect.default_cache_dir()
+    problem = paths.directory_problem(cache_dir)
+    if problem:
+      out.append(f"data.cache_dir={data.get('cache_dir', '')!r} (the built-in demos are collected into "
+                 f"{cache_dir}): {problem}")
+  h = config.horizon
+  if all(isinstance(h.get(k), int) and h.get(k) >= 1 for k in ("obs", "action", "pred")) and (
+      h.action > h.pred - h.obs + 1):
+    out.append(f"horizon.action={h.action}: must be <= horizon.pred - horizon.obs + 1 = {h.pred - h.obs + 1} "
+               f"(Ta executed actions from the To-th of Tp predicted ones; To={h.obs}, Tp={h.pred})")
+  m = config.model
+  if isinstance(m.get("width"), int) and isinstance(m.get("num_heads"), int) and m.num_heads >= 1:
+    if m.width % 2:
+      out.append(f"model.width={m.width}: must be even (sin-cos position embeddings)")
+    if m.width % m.num_heads:
+      out.append(f"model.width={m.width}: must be divisible by model.num_heads={m.num_heads}")
+  s = config.get("sampler")
+  if _ebt(config) and s is not None:
+    lo, hi = s.get("langevin_sigma_min"), s.get("langevin_sigma_max")
+    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo > hi:
+      out.append(f"sampler.langevin_sigma_min={lo:g}: must be <= sampler.langevin_sigma_max={hi:g}")
+  d = config.get("diffusion")
+  if _diffusion(config) and d is not None:
+    steps = d.get("num_train_steps", 100)
+    cap = steps if isinstance(steps, int) and steps >= 1 else None
+    for field in ("inference", "eval_sweep"):
+      labels = d.get(field, ())
+      for label in ((labels,) if field == "inference" else tuple(labels)):
+        try:
+          parse_inference(label, DIFFUSION_SAMPLERS, cap)
+        except ValueError as e:
+          out.append(f"diffusion.{field}: {e}")
+  t = config.train
+  if isinstance(t.get("warmup_steps"), int) and isinstance(t.get("num_steps"), int) and (
+      t.warmup_steps > t.num_steps):
+    out.append(f"train.warmup_steps={t.warmup_steps}: must be <= train.num_steps={t.num_steps}")
+  if num_devices and isinstance(t.get("batch_size"), int) and t.batch_size >= 1 and t.batch_size % num_devices:
+    out.append(f"train.batch_size={t.batch_size}: must be a multiple of the {num_devices} devices it is split "
+               "over (data parallelism; CPU: train.num_cpu_devices)")
+  e = config.get("eval")
+  if e is not None and e.get("backend") == "gym_pusht" and data.get("derived_obs", "") != "pusht":
+    out.append("eval.backend='gym_pusht' evaluates Push-T, but data.derived_obs is not 'pusht': the policy "
+               "would not see gym-pusht's observations (use configs/pusht.py)")
+  if workdir is not None:
+    problem = paths.directory_problem(workdir)
+    if problem:
+      out.append(f"--workdir={workdir}: {problem}")
+  return out
+
+
+def config_problems(config, workdir: str | None = None, num_devices: int | None = None) -> list[str]:
+  """Every problem of ``config`` (empty if none), one line each naming field, value and valid range.
+
+  Args:
+    config: a run config (configs/lift.py, configs/pusht.py, or one restored from a checkpoint).
+    workdir: the run directory, checked to be creatable / writable (None: not checked).
+    num_devices: devices the batch is split over (None: not checked).
+  """
+  out = []
+  for field in FIELDS:
+    found, value = _get(config, field.path)
+    if not found or (field.when is not None and not field.when(config)):
+      continue
+    problem = field.problem(value)
+    if problem:
+      out.append(f"{field.path}={value!r}: {problem}")
+  return out + _cross_field_problems(config, workdir, num_devices)
+
+
+def check_config(config, workdir: str | None = None, num_devices: int | None = None) -> None:
+  """Raises ``ConfigError`` listing every problem of ``config`` (``config_problems``); returns if none."""
+  problems = config_problems(config, workdir, num_devices)
+  if problems:
+    raise ConfigError(format_problems(problems, "config"))
+
+
+def format_problems(problems: Sequence[str], what: str) -> str:
+  """"N problems in the <what>:" followed by one indented line per problem."""
+  head = f"{len(problems)} problem{'s' if len(problems) > 1 else ''} in the {what}:"
+  return "\n".join([head, *(f"  - {p}" for p in problems)])
+
+
+def check_dataset(config, demos: Demos, skip_eval: bool = False) -> None:
+  """Checks what needs the demonstrations, after reading them and before training.
+
+  Logs a warning naming the demos shorter than the prediction horizon Tp (their chunks are padded by
+  repeating the last action: fine for a few, a sign of a wrong dataset or horizon for many).
+
+  Raises:
+    ConfigError: ``eval.backend`` robosuite / mjx on a dataset without ``env_args`` (nothing to evaluate
+      in), MJX on a task other than Lift, gym_pusht on a dataset whose actions are not 2-D.
+  """
+  pred = config.horizon.pred
+  short = [(e.name, len(e.actions)) for e in demos.episodes if len(e.actions) < pred]
+  if short:
+    listed = ", ".join(f"{n} ({k} steps)" for n, k in short[:10]) + (f" and {len(short) - 10} more" if len(short) > 10 else "")
+    logging.warning("%s: %d of %d demos are shorter than the prediction horizon horizon.pred=%d; their action "
+                    "chunks are padded with the last action: %s", demos.path, len(short), len(demos.episodes), pred,
+                    listed)
+  if skip_eval:
+    return
+  backend, problems = config.eval.backend, []
+  if backend in SIM_BACKENDS and not demos.env_args:
+    problems.append(f"eval.backend={backend!r}: {demos.path} has no 'data' attribute 'env_args', so there is no "
+                    "env to evaluate in (run with --skip_eval, or use a dataset recorded with its env_args)")
+  elif backend == "mjx" and demos.env_args.get("env_name") != "Lift":
+    problems.append(f"eval.backend='mjx' implements robosuite Lift only, but {demos.path} was recorded in "
+                    f"{demos.env_args.get('env_name')!r} (use eval.backend='robosuite')")
+  if backend == "gym_pusht" and demos.action_dim != PUSHT_ACTION_DIM:
+    problems.append(f"eval.backend='gym_pusht' needs {PUSHT_ACTION_DIM}-D actions (agent target x, y), but "
+                    f"{demos.path} has action_dim {demos.action_dim}")
+  if problems:
+    raise ConfigError(format_problems(problems, "config for this dataset"))
