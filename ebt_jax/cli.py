@@ -23,6 +23,7 @@ from typing import Callable, NoReturn, Sequence
 
 from absl import app, flags
 
+from ebt_jax import paths
 from ebt_jax.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -109,11 +110,58 @@ def _parse_flags(argv: list[str]) -> list[str]:
   except flags.Error as e:
     if verbose:
       raise
-    fail(f"{_without_traceback(str(e))} (--helpshort lists the flags)")
+    lines = [l.strip() for l in _without_traceback(str(e)).splitlines() if l.strip()]
+    if len(lines) > 1:  # absl joins the messages of every failed validator
+      fail("\n".join([f"{len(lines)} invalid flags (--helpshort lists the flags):", *(f"  - {l}" for l in lines)]))
+    fail(f"{lines[0] if lines else e} (--helpshort lists the flags)")
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     if verbose or not _raised_by_config_override(e):
       raise
     fail(override_error_message(e, argv))
+
+
+def at_least(name: str, low: float, flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """absl validator: ``--<name>`` must be >= ``low``. Validators (unlike a flag's ``lower_bound``, which
+  stops at the first bad flag) are all run after parsing, so every bad flag is reported together."""
+  flags.register_validator(name, lambda v: v is None or v >= low, message=f"must be >= {low}",
+                           flag_values=flag_values)
+
+
+def ints_at_least(name: str, low: int, flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """absl validator: the list flag ``--<name>`` holds integers, each >= ``low`` (e.g. ``--batch_sizes=1,256``)."""
+  def check(values):
+    bad = [v for v in values or () if not str(v).lstrip("-").isdigit() or int(v) < low]
+    if bad:
+      raise flags.ValidationError(f"{bad} must be integers >= {low}")
+    return True
+  flags.register_validator(name, check, flag_values=flag_values)
+
+
+def _path_validator(name: str, problem_of: Callable[[str], str | None], flag_values: flags.FlagValues) -> None:
+  def check(value):
+    problem = problem_of(value) if value else None  # an empty optional path is not checked
+    if problem:
+      raise flags.ValidationError(problem)
+    return True
+  flags.register_validator(name, check, flag_values=flag_values)
+
+
+def output_file(name: str, flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """absl validator: ``--<name>`` (if given) is a file path that can be written (``paths.output_file_problem``)."""
+  _path_validator(name, paths.output_file_problem, flag_values)
+
+
+def output_dir(name: str, flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """absl validator: ``--<name>`` (if given) is a directory that exists or can be created, and written."""
+  _path_validator(name, paths.directory_problem, flag_values)
+
+
+def existing_path(name: str, flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """absl validator: ``--<name>`` (if given; a list flag: each entry) exists."""
+  def problem(value):
+    missing = [v for v in ([value] if isinstance(value, str) else value) if not os.path.exists(v)]
+    return f"no such file or directory: {', '.join(missing)}" if missing else None
+  _path_validator(name, problem, flag_values)
 
 
 def guarded(main: Callable[[list[str]], object]) -> Callable[[list[str]], object]:

@@ -19,8 +19,10 @@ import numpy as np
 import tqdm
 from absl import app, flags, logging
 
-from ebt_jax.data.robomimic_hdf5 import RawDemo, write_demos
+from ebt_jax import cli, paths
+from ebt_jax.data.robomimic_hdf5 import RawDemo, train_valid_masks, write_demos
 from ebt_jax.envs import robosuite_env
+from ebt_jax.errors import ConfigError
 from ebt_jax.envs.lift_expert import LiftExpert
 
 TASKS = {"lift": (robosuite_env.lift_env_args, LiftExpert)}
@@ -88,24 +90,35 @@ def collect(task: str, num_demos: int, out: str, seed: int = 0, horizon: int = 4
     batch_size: MJX episodes per call (CPU: keep <= 256).
 
   Raises:
-    ValueError: unknown task or backend.
+    ConfigError: unknown task or backend, ``num_demos`` < 1, negative ``action_noise``, or ``out`` not
+      writable: all checked before the first episode.
     RuntimeError: fewer than ``num_demos`` successes within ``max_attempts``.
   """
+  problems = []
   if task not in TASKS:
-    raise ValueError(f"unknown task {task!r}; available: {sorted(TASKS)}")
+    problems.append(f"task={task!r}: must be one of {sorted(TASKS)}")
+  if backend not in ("robosuite", "mjx"):
+    problems.append(f"backend={backend!r}: must be 'robosuite' or 'mjx'")
+  if num_demos < 1:
+    problems.append(f"num_demos={num_demos}: must be an integer >= 1")
+  if action_noise < 0:
+    problems.append(f"action_noise={action_noise}: must be a number >= 0")
+  out_problem = paths.output_file_problem(out)
+  if out_problem:
+    problems.append(f"out={out!r}: {out_problem}")
+  if problems:
+    raise ConfigError("cannot collect demos: " + "; ".join(problems))
   make_env_args, make_expert = TASKS[task]
   env_args = make_env_args(horizon=horizon)
   if backend == "mjx":
     from ebt_jax import collect_mjx  # pylint: disable=g-import-not-at-top
     demos, stats = collect_mjx.collect_demos(num_demos, seed, horizon, action_noise, batch_size, max_attempts)
-    write_demos(out, demos, env_args, _split_masks(num_demos))
+    write_demos(out, demos, env_args, train_valid_masks(num_demos))
     logging.info("wrote %d MJX %s demos (%.0f%% of %d episodes succeeded, %.1f +- %.1f steps) to %s in %.1f s",
                  num_demos, task, 100 * stats["success_rate"], stats["attempts"],
                  np.mean([len(d.actions) for d in demos]), np.std([len(d.actions) for d in demos]), out,
                  stats["wall_time_s"])
     return out
-  if backend != "robosuite":
-    raise ValueError(f"unknown collection backend {backend!r}: use 'robosuite' or 'mjx'")
   env = robosuite_env.make_env(env_args)
   expert = make_expert()
   max_attempts = max_attempts or 2 * num_demos
@@ -119,17 +132,11 @@ def collect(task: str, num_demos: int, out: str, seed: int = 0, horizon: int = 4
       if demo is not None:
         demos.append(demo)
         bar.update(1)
-  write_demos(out, demos, env_args, _split_masks(num_demos))
+  write_demos(out, demos, env_args, train_valid_masks(num_demos))
   lengths = [len(d.actions) for d in demos]
   logging.info("wrote %d %s demos (%d/%d attempts succeeded, %.1f +- %.1f steps) to %s", num_demos, task,
                num_demos, attempt, np.mean(lengths), np.std(lengths), out)
   return out
-
-
-def _split_masks(num_demos: int) -> dict[str, list[int]]:
-  """robomimic's 90% / 10% ``mask/train`` / ``mask/valid`` split (demo indices)."""
-  num_valid = max(1, num_demos // 10) if num_demos > 1 else 0
-  return {"train": list(range(num_demos - num_valid)), "valid": list(range(num_demos - num_valid, num_demos))}
 
 
 def default_cache_dir() -> str:
@@ -151,19 +158,37 @@ def cached_dataset(task: str, num_demos: int, seed: int, action_noise: float, ca
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
   collect(f.task, f.num_demos, f.out, f.seed, f.horizon, f.action_noise, backend=f.backend, batch_size=f.batch_size)
 
 
-if __name__ == "__main__":
-  # Flags are defined here, not at import, so that ebt_jax.main can import this module.
+def _writable_output(path: str | None) -> bool:
+  """absl validator of ``--out``: raises ``flags.ValidationError`` with the reason."""
+  problem = paths.output_file_problem(path) if path else None
+  if problem:
+    raise flags.ValidationError(problem)
+  return True
+
+
+def define_flags() -> None:
+  """The CLI's flags, with absl bounds and validators: every bad value is reported (together) at parse
+  time, before the first episode. Defined on demand, not at import, so that ebt_jax.main can import
+  this module."""
   flags.DEFINE_enum("task", "lift", sorted(TASKS), "Task to collect.")
   flags.DEFINE_integer("num_demos", 200, "Successful demos to keep.")
-  flags.DEFINE_string("out", None, "Output .hdf5 path.", required=True)
+  flags.DEFINE_string("out", None, "Output .hdf5 path (its directory is created; must be writable).", required=True)
   flags.DEFINE_integer("seed", 0, "Collection seed (attempt k uses seed * 1e6 + k).")
   flags.DEFINE_integer("horizon", 400, "Max env steps per attempt (20 Hz).")
   flags.DEFINE_float("action_noise", DEFAULT_ACTION_NOISE, "DART noise std on executed position actions.")
   flags.DEFINE_enum("backend", "robosuite", ["robosuite", "mjx"], "Simulator: robosuite (serial) or MJX (batched).")
   flags.DEFINE_integer("batch_size", 256, "MJX episodes per jitted call.")
-  app.run(main)
+  for name, low in (("num_demos", 1), ("seed", 0), ("horizon", 1), ("action_noise", 0), ("batch_size", 1)):
+    cli.at_least(name, low)
+  flags.register_validator("out", _writable_output)
+
+
+if __name__ == "__main__":
+  define_flags()
+  cli.run(main)

@@ -18,6 +18,8 @@ import os
 
 from absl import app, flags
 
+from ebt_jax import cli, jsonio
+from ebt_jax.errors import WorkdirError
 from ebt_jax.evaluation import plots
 
 _RUNS = flags.DEFINE_list("runs", None, "Run directories (each with eval.json; eval_curve.jsonl optional).",
@@ -25,6 +27,8 @@ _RUNS = flags.DEFINE_list("runs", None, "Run directories (each with eval.json; e
 _OUT = flags.DEFINE_string("out", None, "Directory for comparison.json and the PNGs.", required=True)
 _METRIC = flags.DEFINE_string("metric", "success_rate", "eval.json field to compare (success_rate, "
                               "mean_max_coverage, mean_max_score).")
+cli.existing_path("runs")
+cli.output_dir("out")
 
 STEPS_PLOT = "success_vs_inference_steps.png"
 EPOCHS_PLOT = "success_vs_epochs.png"
@@ -38,16 +42,21 @@ def read_run(workdir: str, metric: str) -> dict:
   evaluations during training plus the final one, [{step, epoch, metric}].
 
   Raises:
-    FileNotFoundError: if ``<workdir>/eval.json`` is missing.
-    KeyError: naming the file and field, if eval.json lacks ``by_inference`` / ``metric`` (a run from
-      before the policy switch) or a curve record lacks ``epoch`` / ``metric``.
+    WorkdirError: if ``<workdir>/eval.json`` is missing or not JSON; naming the file and field, if eval.json
+      lacks ``by_inference`` / ``metric`` (a run from before the policy switch) or a curve record lacks
+      ``epoch`` / ``metric``.
   """
   path = os.path.join(workdir, "eval.json")
-  with open(path) as f:
-    result = json.load(f)
+  if not os.path.exists(path):
+    raise WorkdirError(f"{path}: no such file (has the run in {workdir} finished its evaluation?)")
+  try:
+    with open(path) as f:
+      result = json.load(f)
+  except json.JSONDecodeError as e:
+    raise WorkdirError(f"{path}: not valid JSON ({e})") from e
   for key in ("by_inference", "policy", metric):
     if key not in result:
-      raise KeyError(f"{path} has no '{key}' (re-run the evaluation with this version of ebt_jax.main)")
+      raise WorkdirError(f"{path} has no '{key}' (re-run the evaluation with this version of ebt_jax.main)")
   keep = (metric, "success_rate", "mean_sampler_steps", "num_episodes")
   by_inference = {label: {k: s[k] for k in keep if k in s} for label, s in result["by_inference"].items()}
   curve = []
@@ -60,7 +69,7 @@ def read_run(workdir: str, metric: str) -> dict:
         record = json.loads(line)
         for key in ("step", "epoch", metric):
           if key not in record:
-            raise KeyError(f"{curve_path} line {line_no} has no '{key}'")
+            raise WorkdirError(f"{curve_path} line {line_no} has no '{key}'")
         curve.append({"step": record["step"], "epoch": record["epoch"], metric: record[metric]})
   return {"name": f"{result['policy']} ({os.path.basename(os.path.normpath(workdir))})", "workdir": workdir,
           "policy": result["policy"], "train_steps": result.get("train_steps"),
@@ -75,13 +84,13 @@ def compare(workdirs, out: str, metric: str = "success_rate") -> dict:
   plots.metric_vs_inference_steps(runs, os.path.join(out, STEPS_PLOT), metric)
   plots.metric_vs_epochs({r["name"]: r["curve"] for r in runs if r["curve"]}, os.path.join(out, EPOCHS_PLOT), metric)
   comparison = {"metric": metric, "runs": runs}
-  with open(os.path.join(out, RESULT_FILE), "w") as f:
-    json.dump(comparison, f, indent=1)
+  jsonio.write(os.path.join(out, RESULT_FILE), comparison)
   return comparison
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   comparison = compare(_RUNS.value, _OUT.value, _METRIC.value)
   metric = comparison["metric"]
   for run in comparison["runs"]:
@@ -95,4 +104,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -27,4 +27,5 @@ class CheckpointError(UserError, ValueError):
 
 
 class WorkdirError(UserError, RuntimeError):
-  """The run directory cannot be used: not writable, or held by another run (its lock names the pid)."""
+  """A run directory cannot be used: not writable, held by another run (its lock names the pid), or
+  missing a file a tool reads (e.g. ``eval.json`` for ``ebt_jax.compare``)."""

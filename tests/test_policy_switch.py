@@ -11,6 +11,7 @@ import pytest
 from configs import lift
 from ebt_jax import compare, policies
 from ebt_jax.data.normalization import MinMax, Normalizer
+from ebt_jax.errors import WorkdirError
 from ebt_jax.evaluation.policy import Policy
 
 
@@ -97,7 +98,7 @@ def test_comparison_of_two_runs_writes_json_and_plots(tmp_path):
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   with open(os.path.join(dp, "eval_curve.jsonl"), "a") as f:
     f.write(json.dumps({"step": 60, "success_rate": 0.2}) + "\n")
-  with pytest.raises(KeyError, match="eval_curve.jsonl line 2 has no 'epoch'"):
+  with pytest.raises(WorkdirError, match="eval_curve.jsonl line 2 has no 'epoch'"):
     compare.compare([ebt, dp], out)
-  with pytest.raises(KeyError, match="has no 'mean_max_coverage'"):
+  with pytest.raises(WorkdirError, match="has no 'mean_max_coverage'"):
     compare.compare([ebt], out, metric="mean_max_coverage")

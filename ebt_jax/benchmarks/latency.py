@@ -20,7 +20,6 @@ tau, so EBT then runs its full cap (the worst case); trained policies may stop e
 
 from __future__ import annotations
 
-import json
 import time
 
 import jax
@@ -28,7 +27,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ebt_jax import policies
+from ebt_jax import cli, jsonio, policies, validation
 from ebt_jax.benchmarks.common import device_description
 from ebt_jax.data.normalization import MinMax, Normalizer
 from ebt_jax.evaluation.policy import Policy
@@ -45,6 +44,14 @@ _ACTION_DIM = flags.DEFINE_integer("action_dim", 7, "Action width without a work
 _EBT_WORKDIR = flags.DEFINE_string("ebt_workdir", "", "Time this trained EBT run instead of random parameters.")
 _DP_WORKDIR = flags.DEFINE_string("diffusion_workdir", "", "Time this trained diffusion run instead.")
 _OUT = flags.DEFINE_string("out", "", "Write the results as JSON here.")
+cli.ints_at_least("batch_sizes", 1)
+cli.at_least("runs", 1)
+cli.at_least("warmup", 0)
+cli.at_least("obs_dim", 1)
+cli.at_least("action_dim", 1)
+cli.existing_path("ebt_workdir")
+cli.existing_path("diffusion_workdir")
+cli.output_file("out")
 
 
 def random_policy(config, policy: str, obs_dim: int, action_dim: int, seed: int = 0) -> Policy:
@@ -101,9 +108,26 @@ def ratios(results: list[dict]) -> list[dict]:
   return out
 
 
+def _check_labels(config) -> None:
+  """Every --ebt_inference / --diffusion_inference label parses (before any compilation)."""
+  problems = []
+  for flag, samplers in ((_EBT, ("mcmc",)), (_DP, validation.DIFFUSION_SAMPLERS)):
+    for label in flag.value:
+      try:
+        policies.parse_inference(label, samplers)
+      except ValueError as e:
+        problems.append(f"--{flag.name}: {e}")
+  if problems:
+    raise validation.ConfigError(validation.format_problems(problems, "flags"))
+
+
 def main(argv):
-  del argv
-  config, device = _CONFIG.value, device_description()
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  validation.check_config(config)
+  _check_labels(config)
+  device = device_description()
   logging.info("device: %s", device)
   ebt = (checkpoint.load_policy(_EBT_WORKDIR.value)[0] if _EBT_WORKDIR.value
          else random_policy(config, "ebt", _OBS_DIM.value, _ACTION_DIM.value))
@@ -128,13 +152,11 @@ def main(argv):
   for p in pairs:
     print(f"batch {p['batch']:>4}: {p['diffusion']:<9} / {p['ebt']:<8} = {p['ratio']:7.2f}x")
   if _OUT.value:
-    with open(_OUT.value, "w") as f:
-      model = {k: getattr(ebt.model.module, k) for k in ("width", "num_layers", "num_obs_layers", "num_heads",
-                                                         "obs_horizon", "pred_horizon", "action_dim")}
-      json.dump({"device": device, "model": model,
-                 "ebt_workdir": _EBT_WORKDIR.value, "diffusion_workdir": _DP_WORKDIR.value,
-                 "results": results, "ratios": pairs}, f, indent=1)
+    model = {k: getattr(ebt.model.module, k) for k in ("width", "num_layers", "num_obs_layers", "num_heads",
+                                                       "obs_horizon", "pred_horizon", "action_dim")}
+    jsonio.write(_OUT.value, {"device": device, "model": model, "ebt_workdir": _EBT_WORKDIR.value,
+                              "diffusion_workdir": _DP_WORKDIR.value, "results": results, "ratios": pairs})
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

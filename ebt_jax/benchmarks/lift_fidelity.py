@@ -13,7 +13,6 @@ simulator reports success. ``tests/test_mjx_lift.py`` asserts on the same functi
 
 from __future__ import annotations
 
-import json
 from typing import Callable, NamedTuple
 
 import jax
@@ -21,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from ebt_jax import cli, jsonio
 from ebt_jax.envs import lift_mjcf, mjx_lift, robosuite_env
 from ebt_jax.envs.lift_expert import LiftExpert
 
@@ -104,7 +104,8 @@ def replay_in_mjx(env: mjx_lift.MjxLift, episodes: list[Episode], dtype=jnp.floa
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   rs_env = lift_mjcf.robosuite_lift_env()
   robosuite_env.reset(rs_env, 0)
   env = mjx_lift.MjxLift.create(lift_mjcf.build(rs_env))
@@ -132,8 +133,7 @@ def main(argv):
     print(f"{name:<24} {1e3 * row['eef_m']:>8.3f} {1e3 * row['cube_m']:>8.3f} {row['cube_quat']:>10.2e} "
           f"{row['joints_rad']:>11.2e} {1e3 * row['fingers_m']:>11.4f} {str(rs_first) + ' / ' + str(mjx_first):>20}")
   if flags.FLAGS.out:
-    with open(flags.FLAGS.out, "w") as f:
-      json.dump({"dtype": flags.FLAGS.dtype, "num_steps": n, "episodes": rows}, f, indent=1)
+    jsonio.write(flags.FLAGS.out, {"dtype": flags.FLAGS.dtype, "num_steps": n, "episodes": rows})
 
 
 if __name__ == "__main__":
@@ -144,4 +144,8 @@ if __name__ == "__main__":
   flags.DEFINE_integer("num_steps", 90, "Control steps per episode.")
   flags.DEFINE_enum("dtype", "float32", ["float32", "float64"], "MJX dtype (float64 needs JAX_ENABLE_X64=1).")
   flags.DEFINE_string("out", None, "JSON output path.")
-  app.run(main)
+  cli.ints_at_least("expert_seeds", 0)
+  cli.at_least("random_env_seed", 0)
+  cli.at_least("num_steps", 1)
+  cli.output_file("out")
+  cli.run(main)

@@ -18,7 +18,7 @@ Prints a table and writes every number to ``--out`` as JSON.
 
 from __future__ import annotations
 
-import json
+import os
 import time
 
 import jax
@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
+from ebt_jax import cli, jsonio, validation
 from ebt_jax.benchmarks.common import device_description
 from ebt_jax.envs import lift_mjcf, mjx_lift, robosuite_env
 from ebt_jax.evaluation import episodes, mjx_eval, robosuite_eval
@@ -39,6 +40,10 @@ _EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 50, "Episodes of the time
 _HORIZON = flags.DEFINE_integer("horizon", 400, "Max control steps per evaluation episode.")
 _EVAL_SEED = flags.DEFINE_integer("eval_seed", 1_000_000_000, "Episode k resets with eval_seed + k.")
 _OUT = flags.DEFINE_string("out", None, "JSON output path.")
+cli.ints_at_least("batch_sizes", 1)
+for _name, _low in (("mjx_steps", 1), ("robosuite_steps", 1), ("eval_episodes", 0), ("horizon", 1), ("eval_seed", 0)):
+  cli.at_least(_name, _low)
+cli.output_file("out")
 
 
 def robosuite_throughput(env, num_steps: int, seed: int = 0) -> dict:
@@ -103,7 +108,11 @@ def eval_timings(workdir: str, num_episodes: int, horizon: int, seed: int, rs_en
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _EVAL_EPISODES.value and not os.path.isdir(checkpoint.checkpoint_dir(_WORKDIR.value)):
+    raise validation.ConfigError(f"--workdir={_WORKDIR.value}: no checkpoints/ there to time the evaluation with "
+                                 "(train a run first, or pass --eval_episodes=0)")
   device = device_description()
   logging.info("device: %s", device)
   rs_env = lift_mjcf.robosuite_lift_env()
@@ -128,9 +137,8 @@ def main(argv):
       print(f"{r['backend']:<10} {r['wall_s']:>9.1f} {r['compile_s']:>10.1f} {r['env_steps']:>10} {r['success_rate']:>8.2f}")
   result = {"device": device, "throughput": throughput, "evaluation": evals}
   if _OUT.value:
-    with open(_OUT.value, "w") as f:
-      json.dump(result, f, indent=1)
+    jsonio.write(_OUT.value, result)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -13,12 +13,12 @@ policy that never moves the block scores.
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
 from absl import app, flags
 
+from ebt_jax import cli, jsonio
 from ebt_jax.data import zarr_replay
 from ebt_jax.envs import pusht
 
@@ -26,6 +26,10 @@ _DATA = flags.DEFINE_string("data", None, "Diffusion-Policy Push-T replay buffer
 _OUT = flags.DEFINE_string("out", "", "Optional JSON file for the per-episode numbers.")
 _SEED = flags.DEFINE_integer("seed", 100_000, "First protocol seed, for the do-nothing baseline.")
 _EPISODES = flags.DEFINE_integer("num_episodes", 50, "Protocol episodes, for the do-nothing baseline.")
+cli.existing_path("data")
+cli.output_file("out")
+cli.at_least("seed", 0)
+cli.at_least("num_episodes", 1)
 
 
 def initial_coverage(seeds) -> np.ndarray:
@@ -58,7 +62,8 @@ def replay(state: np.ndarray, action: np.ndarray, ends: np.ndarray) -> list[dict
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   arrays = zarr_replay.read_replay_buffer(_DATA.value, ("state",))
   state = np.concatenate([e.obs for e in arrays.episodes]).astype(np.float64)
   action = np.concatenate([e.actions for e in arrays.episodes]).astype(np.float64)
@@ -75,11 +80,10 @@ def main(argv):
       "episodes_drifting_over_1px": int((drift > 1.0).sum()), "median_max_drift_px": float(np.median(drift)),
       "protocol_seeds_initial_coverage_mean": float(initial_coverage(range(_SEED.value, _SEED.value + _EPISODES.value)).mean()),
   }
-  print(json.dumps(summary, indent=1))
+  print(jsonio.dumps(summary, indent=1))
   if _OUT.value:
-    with open(_OUT.value, "w") as f:
-      json.dump({"summary": summary, "episodes": episodes}, f, indent=1)
+    jsonio.write(_OUT.value, {"summary": summary, "episodes": episodes})
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

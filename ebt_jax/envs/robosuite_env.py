@@ -182,7 +182,6 @@ def sim_state(env) -> np.ndarray:
   return np.asarray(env.sim.get_state().flatten(), dtype=np.float64)
 
 
-
 def load_model_xml(env, model_xml: str) -> None:
   """Rebuilds ``env``'s simulation from a stored MJCF xml (robosuite's ``model_file`` attribute).
 
@@ -190,10 +189,14 @@ def load_model_xml(env, model_xml: str) -> None:
   ``DataCollectionWrapper._start_new_episode`` do in robosuite 1.5: rewrite the xml's asset paths for
   this robosuite install (``env.edit_model_xml``: demos recorded on another machine name its paths),
   ``env.reset_from_xml_string`` (a deterministic reset: no object placement is drawn), ``env.sim.reset()``.
+  The xml round trip is not lossless: for Lift, the reloaded model's body quaternions differ from a
+  freshly built env's by ~1e-7 and its inertias are recomputed (e.g. the table's mass 32 -> 70 kg);
+  robosuite's collector records its demos in the reloaded model.
 
   Raises:
-    ValueError, SyntaxError (xml.etree ParseError), KeyError: if the xml cannot be parsed or compiled, or
-      lacks a body / site the env refers to (robosuite's and MuJoCo's own errors).
+    Exception: robosuite's and MuJoCo's own errors if the xml cannot be parsed (``xml.etree`` ParseError),
+      lacks an ``<asset>`` element (AttributeError), does not compile (ValueError), or lacks a body /
+      site the env refers to (ValueError, KeyError).
   """
   env.reset_from_xml_string(env.edit_model_xml(model_xml))
   env.sim.reset()
@@ -205,13 +208,16 @@ def set_state(env, state: np.ndarray) -> dict[str, np.ndarray]:
   ``env.sim.set_state_from_flattened(state)``, ``env.sim.forward()``, then robosuite's observables with
   ``force_update``, as robomimic's ``EnvRobosuite.reset_to({"states": state})``.
 
-  The observation is a function of the state: positions come from forward kinematics at ``state``.
-  robosuite's ``env.step`` reads its observations before the last physics substep is integrated, so the
-  Cartesian entries (``robot0_eef_pos``, ``robot0_eef_quat``, ``object``, ...) of a live step lag the
-  state stored after it by one substep (0.002 s of motion, up to ~0.6 mm for Lift's scripted expert);
-  joint-space entries (``robot0_joint_pos``, ``robot0_gripper_qpos``, velocities) agree exactly. The
-  ``robot0_joint_acc`` entry is not the live one: accelerations depend on the applied torques, which a
-  flattened state does not hold.
+  The observation is a function of the state alone (positions from forward kinematics at ``state``).
+  The observations ``env.step`` returns are not quite that: robosuite's observables sample once per
+  control step at a substep set by their timers (the last or the one before, depending on how many
+  forced updates came since the reset), and Cartesian entries are read before that substep's
+  integration. So a live step's observation lags the state stored after it by one or two of the 25
+  physics substeps (0.002 s each): for Lift's scripted expert, up to 1.2 mm in ``robot0_eef_pos``,
+  3e-3 rad in ``robot0_joint_pos`` (at most 0.15 of the step's own change). The ``robot0_joint_acc`` entry
+  is not the live one either: accelerations depend on the applied torques, which a state does not hold.
+  Each call advances the observables' timers by one substep (``force_update``), which moves the
+  sampling phase of later ``env.step`` observations.
 
   Args:
     env: a robosuite env (e.g. from ``make_env``).
@@ -245,7 +251,7 @@ def reset_to(env, state: np.ndarray, model_xml: str | None = None) -> dict[str, 
     robomimic low-dim observation dict of ``state`` (see ``set_state`` for how it relates to ``env.step``'s).
 
   Raises:
-    ValueError, SyntaxError, KeyError: as ``load_model_xml`` and ``set_state``.
+    Exception: as ``load_model_xml``; ValueError: as ``set_state``.
   """
   if model_xml is not None:
     load_model_xml(env, model_xml)
