@@ -1,8 +1,13 @@
-"""Test set-up: 8 CPU devices (for the sharding tests) before any JAX backend starts."""
+"""Test set-up: 8 CPU devices (for the sharding tests) before any JAX backend starts; a persistent
+compilation cache."""
 
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=false")
+# JAX's persistent compilation cache: the many tiny training runs of the suite (and the subprocesses the
+# CLI tests start, which inherit the variable) compile the same programs; reusing them saves minutes.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".pytest_cache", "jax_compilation_cache"))
 
 import jax  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
