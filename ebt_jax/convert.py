@@ -33,7 +33,7 @@ import tqdm
 from absl import flags, logging
 
 from ebt_jax import cli
-from ebt_jax.data.robomimic_hdf5 import RawDemo, train_valid_masks, write_demos
+from ebt_jax.data.robomimic_hdf5 import RawDemo, open_demo_file, train_valid_masks, write_demos
 from ebt_jax.envs import robosuite_env
 from ebt_jax.errors import ConfigError, DatasetError
 from ebt_jax.paths import output_file_problem
@@ -152,16 +152,8 @@ def read_robosuite_demos(path: str, reward_shaping: bool = False) -> tuple[dict[
       ``demo_<number>``; a file already in robomimic layout (``obs`` groups); missing ``model_file``,
       ``states`` or ``actions``; arrays not 2-D, empty, of different lengths or widths, NaN or inf.
   """
-  if not os.path.exists(path):
-    raise DatasetError(f"{path}: file not found (--in must be a demo.hdf5 written by {_COLLECTOR})")
-  try:
-    f = h5py.File(path, "r")
-  except OSError as e:
-    raise DatasetError(f"{path}: not a readable HDF5 file ({e})") from e
-  with f:
-    if "data" not in f or not isinstance(f["data"], h5py.Group):
-      raise DatasetError(f"{path}: no 'data' group (top-level keys: {sorted(f.keys())}); expected robosuite's "
-                         f"raw layout data/demo_<k>/{{states, actions}}")
+  with open_demo_file(path, f"--in must be a demo.hdf5 written by {_COLLECTOR}",
+                      "; expected robosuite's raw layout data/demo_<k>/{states, actions}") as f:
     data = f["data"]
     names = sorted(data.keys(), key=lambda n: (0, int(m.group(1))) if (m := _DEMO_NAME.fullmatch(n)) else (1, n))
     for name in names:

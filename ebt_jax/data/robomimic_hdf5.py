@@ -66,15 +66,7 @@ def read_demos(path: str | os.PathLike[str], obs_keys: Sequence[str],
   obs_keys = tuple(obs_keys)
   if not obs_keys:
     raise DatasetError(f"{path}: no observation keys configured (config.data.obs_keys is empty)")
-  if not os.path.exists(path):
-    raise DatasetError(f"{path}: file not found (set --config.data.path to a robomimic .hdf5 file)")
-  try:
-    f = h5py.File(path, "r")
-  except OSError as e:
-    raise DatasetError(f"{path}: not a readable HDF5 file ({e})") from e
-  with f:
-    if "data" not in f or not isinstance(f["data"], h5py.Group):
-      raise DatasetError(f"{path}: no 'data' group (top-level keys: {sorted(f.keys())})")
+  with open_demo_file(path, "set --config.data.path to a robomimic .hdf5 file") as f:
     data = f["data"]
     env_args = _parse_env_args(path, data.attrs.get("env_args"))
     names = sorted(data.keys(), key=_demo_sort_key)
@@ -137,6 +129,33 @@ def read_demos(path: str | os.PathLike[str], obs_keys: Sequence[str],
                               actions=actions.astype(np.float32)))
   return Demos(path=path, episodes=tuple(episodes), obs_keys=obs_keys, obs_key_dims=key_dims,
                env_args=env_args)
+
+
+def open_demo_file(path: str, missing_hint: str, layout_hint: str = "") -> h5py.File:
+  """Opens an HDF5 demo file (robomimic's or robosuite's raw layout) that must have a ``data`` group.
+
+  Args:
+    path: the ``.hdf5`` file.
+    missing_hint: what to do if the file does not exist (e.g. "set --config.data.path to ...").
+    layout_hint: appended to the error for a missing ``data`` group (e.g. the layout expected).
+
+  Returns:
+    The open ``h5py.File`` (read-only); use it in a ``with`` block.
+
+  Raises:
+    DatasetError: the file does not exist, is not HDF5, or has no ``data`` group.
+  """
+  if not os.path.exists(path):
+    raise DatasetError(f"{path}: file not found ({missing_hint})")
+  try:
+    f = h5py.File(path, "r")
+  except OSError as e:
+    raise DatasetError(f"{path}: not a readable HDF5 file ({e})") from e
+  if "data" not in f or not isinstance(f["data"], h5py.Group):
+    keys = sorted(f.keys())
+    f.close()
+    raise DatasetError(f"{path}: no 'data' group (top-level keys: {keys}){layout_hint}")
+  return f
 
 
 def _parse_env_args(path: str, raw: Any) -> dict[str, Any]:
