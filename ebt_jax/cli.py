@@ -93,8 +93,7 @@ def override_error_message(error: BaseException, argv: Sequence[str]) -> str:
   key = _unwrap(first.strip())
   overrides = [a for a in argv[1:] if re.match(r"--\w+\.", a)]
   if isinstance(error, (AttributeError, KeyError)):
-    named = [a for a in overrides if key in re.split(r"[.=]", a.lstrip("-"))[:-1] or
-             key in a.split("=", 1)[0].split(".")]
+    named = [a for a in overrides if key in a.split("=", 1)[0].split(".")]
     suggestion = re.search(r'Did you mean "([^"]+)"', rest)
     hint = f"; did you mean '{suggestion.group(1)}'?" if suggestion else (
         "; the config file lists every field (e.g. configs/lift.py)")

@@ -205,7 +205,7 @@ def _get(config, path: str) -> tuple[bool, Any]:
   return True, node
 
 
-def _cross_field_problems(config, workdir: str | None, num_devices: int | None) -> list[str]:
+def _cross_field_problems(config, workdir: str | None, num_devices: int | None, needs_data: bool) -> list[str]:
   """Rules that relate several fields (or the config and the machine / file system)."""
   out = []
   name = config.get("name", "run")
@@ -217,14 +217,14 @@ def _cross_field_problems(config, workdir: str | None, num_devices: int | None) 
       or len(set(keys)) != len(keys)):
     out.append(f"data.obs_keys={tuple(keys) if isinstance(keys, (list, tuple)) else keys!r}: must be a non-empty "
                "list of distinct observation key names, e.g. ('object', 'robot0_eef_pos')")
-  path = data.get("path", "")
-  if path and not os.path.exists(path):
+  path = data.get("path", "") if needs_data else "unused"
+  if needs_data and path and not os.path.exists(path):
     out.append(f"data.path={path!r}: no such file or directory")
   if not path and not data.get("builtin", ""):
     out.append("data.path is empty and this config has no built-in dataset: pass --config.data.path=<dataset> "
                "(Push-T: the pusht_cchi_v7_replay.zarr directory from "
                "https://diffusion-policy.cs.columbia.edu/data/training/pusht.zip)")
-  if _collects(config):
+  if needs_data and _collects(config):
     from ebt_jax import collect  # pylint: disable=g-import-not-at-top
     cache_dir = data.get("cache_dir", "") or collect.default_cache_dir()
     problem = paths.directory_problem(cache_dir)
@@ -276,13 +276,16 @@ def _cross_field_problems(config, workdir: str | None, num_devices: int | None) 
   return out
 
 
-def config_problems(config, workdir: str | None = None, num_devices: int | None = None) -> list[str]:
+def config_problems(config, workdir: str | None = None, num_devices: int | None = None,
+                    needs_data: bool = True) -> list[str]:
   """Every problem of ``config`` (empty if none), one line each naming field, value and valid range.
 
   Args:
     config: a run config (configs/lift.py, configs/pusht.py, or one restored from a checkpoint).
     workdir: the run directory, checked to be creatable / writable (None: not checked).
     num_devices: devices the batch is split over (None: not checked).
+    needs_data: False for tools that use the config without its dataset (the latency benchmark):
+      ``data.path`` and the built-in demos' cache are then not checked.
   """
   out = []
   for field in FIELDS:
@@ -292,12 +295,12 @@ def config_problems(config, workdir: str | None = None, num_devices: int | None 
     problem = field.problem(value)
     if problem:
       out.append(f"{field.path}={value!r}: {problem}")
-  return out + _cross_field_problems(config, workdir, num_devices)
+  return out + _cross_field_problems(config, workdir, num_devices, needs_data)
 
 
-def check_config(config, workdir: str | None = None, num_devices: int | None = None) -> None:
+def check_config(config, workdir: str | None = None, num_devices: int | None = None, needs_data: bool = True) -> None:
   """Raises ``ConfigError`` listing every problem of ``config`` (``config_problems``); returns if none."""
-  problems = config_problems(config, workdir, num_devices)
+  problems = config_problems(config, workdir, num_devices, needs_data)
   if problems:
     raise ConfigError(format_problems(problems, "config"))
 

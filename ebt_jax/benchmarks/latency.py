@@ -125,7 +125,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
-  validation.check_config(config)
+  validation.check_config(config, needs_data=False)  # the model and sampler fields; no dataset is read
   _check_labels(config)
   device = device_description()
   logging.info("device: %s", device)
