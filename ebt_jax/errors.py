@@ -26,6 +26,11 @@ class CheckpointError(UserError, ValueError):
   """No checkpoint of a run can be restored, or one belongs to a run of another model / data."""
 
 
+class DivergedError(UserError, FloatingPointError):
+  """Training produced non-finite losses or gradients for too many steps in a row (the message names the
+  step, the settings to change and the metrics file); the last checkpoint before it is kept."""
+
+
 class WorkdirError(UserError, RuntimeError):
   """A run directory cannot be used: not writable, held by another run (its lock names the pid), or
   missing a file a tool reads (e.g. ``eval.json`` for ``ebt_jax.compare``)."""

@@ -24,7 +24,7 @@ from ebt_jax import jsonio, policies
 from ebt_jax.data.normalization import MinMax, Normalizer
 from ebt_jax.data.demos import Demos
 from ebt_jax.data.windows import WindowDataset, window_index
-from ebt_jax.errors import CheckpointError, ConfigError
+from ebt_jax.errors import CheckpointError, ConfigError, DivergedError
 from ebt_jax.policies import PolicyModel
 from ebt_jax.training import checkpoint, workdir as workdir_lib
 from ebt_jax.training.train_step import TrainState, init_train_state, make_optimizer, make_train_step
@@ -107,7 +107,7 @@ def train(config, workdir: str, demos: Demos,
     CheckpointError: if the checkpoint to resume was trained with another policy, model, horizons or
       obs / action layout (the message lists the differing fields), or no checkpoint restores.
     WorkdirError: if another run holds the workdir.
-    FloatingPointError: after ``train.max_consecutive_nonfinite`` skipped non-finite steps in a row.
+    DivergedError: after ``train.max_consecutive_nonfinite`` skipped non-finite steps in a row.
   """
   with workdir_lib.hold(workdir, lock=jax.process_index() == 0):
     return _train(config, workdir, demos, on_step, evaluate)
@@ -200,8 +200,12 @@ def _train(config, workdir: str, demos: Demos, on_step, evaluate) -> tuple[Polic
                    record["steps_per_s"],
                    f"  SKIPPED {record['nonfinite']} non-finite steps" if record["nonfinite"] else "")
       if nonfinite_run >= tcfg.max_consecutive_nonfinite:
-        raise FloatingPointError(f"{nonfinite_run} consecutive steps with non-finite loss or gradients "
-                                 f"(last at step {done}); see {metrics_path}")
+        raise DivergedError(
+            f"{nonfinite_run} consecutive training steps had a non-finite loss or gradient (none of them "
+            f"changed the parameters; last at step {done}, train.max_consecutive_nonfinite="
+            f"{tcfg.max_consecutive_nonfinite}); see {metrics_path}. Lower train.learning_rate "
+            f"(={tcfg.learning_rate:g}) or, for EBT, sampler.step_size (alpha), and resume: the last checkpoint "
+            "is kept.")
       window, t0 = [], time.time()
     if evaluate is not None and eval_every and done % eval_every == 0 and done < tcfg.num_steps:
       t_eval = time.time()
