@@ -259,9 +259,6 @@ def _cross_field_problems(config, workdir: str | None, num_devices: int | None, 
         except ValueError as e:
           out.append(f"diffusion.{field}: {e}")
   t = config.train
-  if isinstance(t.get("warmup_steps"), int) and isinstance(t.get("num_steps"), int) and (
-      t.warmup_steps > t.num_steps):
-    out.append(f"train.warmup_steps={t.warmup_steps}: must be <= train.num_steps={t.num_steps}")
   if num_devices and isinstance(t.get("batch_size"), int) and t.batch_size >= 1 and t.batch_size % num_devices:
     out.append(f"train.batch_size={t.batch_size}: must be a multiple of the {num_devices} devices it is split "
                "over (data parallelism; CPU: train.num_cpu_devices)")
@@ -298,8 +295,22 @@ def config_problems(config, workdir: str | None = None, num_devices: int | None 
   return out + _cross_field_problems(config, workdir, num_devices, needs_data)
 
 
+def config_warnings(config) -> list[str]:
+  """Settings that are valid but probably not meant (logged as warnings, the run goes on)."""
+  out = []
+  t = config.train
+  if isinstance(t.get("warmup_steps"), int) and isinstance(t.get("num_steps"), int) and (
+      t.warmup_steps >= t.num_steps >= 1):
+    out.append(f"train.warmup_steps={t.warmup_steps} >= train.num_steps={t.num_steps}: the learning-rate warm-up "
+               f"is shortened to {max(t.num_steps - 1, 0)} steps, so the schedule peaks at the last step")
+  return out
+
+
 def check_config(config, workdir: str | None = None, num_devices: int | None = None, needs_data: bool = True) -> None:
-  """Raises ``ConfigError`` listing every problem of ``config`` (``config_problems``); returns if none."""
+  """Raises ``ConfigError`` listing every problem of ``config`` (``config_problems``); returns if none.
+  Logs ``config_warnings``."""
+  for warning in config_warnings(config):
+    logging.warning("%s", warning)
   problems = config_problems(config, workdir, num_devices, needs_data)
   if problems:
     raise ConfigError(format_problems(problems, "config"))

@@ -3,6 +3,7 @@ the batched evaluation loop, and the main job on Push-T."""
 
 import json
 import os
+import re
 
 import gymnasium
 import jax
@@ -12,9 +13,10 @@ import pytest
 import zarr
 
 from configs import pusht as pusht_config
-from ebt_jax import main
+from ebt_jax import main, validation
 from ebt_jax.data.datasets import read_dataset
 from ebt_jax.data.demos import DatasetError
+from ebt_jax.errors import ConfigError
 from ebt_jax.data.normalization import MinMax, Normalizer
 from ebt_jax.data.windows import WindowDataset
 from ebt_jax.data.zarr_replay import read_replay_buffer
@@ -232,7 +234,9 @@ def test_main_job_on_pusht(tmp_path):
 
 
 def test_pusht_config_requires_a_dataset_path():
-  with pytest.raises(ValueError, match="config.data.path is empty.*pusht_cchi_v7_replay.zarr"):
+  problems = validation.config_problems(pusht_config.get_config())
+  assert len(problems) == 1 and re.search("data.path is empty.*pusht_cchi_v7_replay.zarr", problems[0]), problems
+  with pytest.raises(ConfigError, match="data.path is empty"):
     main.dataset_path(pusht_config.get_config())
 
 
