@@ -30,7 +30,7 @@ from absl import logging
 from ebt_jax import paths
 from ebt_jax.data.datasets import DERIVED_OBS
 from ebt_jax.data.demos import Demos
-from ebt_jax.errors import ConfigError
+from ebt_jax.errors import ConfigError, DatasetError
 from ebt_jax.policies import POLICIES
 from ebt_jax.policies.base import parse_inference
 
@@ -331,6 +331,8 @@ def check_dataset(config, demos: Demos, skip_eval: bool = False) -> None:
   Raises:
     ConfigError: ``eval.backend`` robosuite / mjx on a dataset without ``env_args`` (nothing to evaluate
       in), MJX on a task other than Lift, gym_pusht on a dataset whose actions are not 2-D.
+    DatasetError: robosuite cannot build the env the dataset's ``env_args`` describe, or its action width
+      differs from the demos' (built once here, seconds, instead of failing after training).
   """
   pred = config.horizon.pred
   short = [(e.name, len(e.actions)) for e in demos.episodes if len(e.actions) < pred]
@@ -353,3 +355,22 @@ def check_dataset(config, demos: Demos, skip_eval: bool = False) -> None:
                     f"{demos.path} has action_dim {demos.action_dim}")
   if problems:
     raise ConfigError(format_problems(problems, "config for this dataset"))
+  if backend in SIM_BACKENDS:
+    _check_env_args(demos, config.eval.horizon)
+
+
+def _check_env_args(demos: Demos, horizon: int) -> None:
+  """Builds the robosuite env of ``demos.env_args`` once; DatasetError if it fails or its actions differ."""
+  from ebt_jax.envs import robosuite_env  # pylint: disable=g-import-not-at-top  (robosuite: only when evaluating there)
+  where = f"{demos.path}: 'data' attribute 'env_args' (env_name {demos.env_args.get('env_name')!r})"
+  try:
+    env = robosuite_env.make_env(demos.env_args, horizon=horizon)
+  except Exception as e:  # pylint: disable=broad-except  (robosuite's own errors for arguments it does not take)
+    raise DatasetError(f"{where}: robosuite cannot build this env, so the policy could not be evaluated after "
+                       f"training ({type(e).__name__}: {e}); run with --skip_eval, or fix env_args") from e
+  try:
+    if env.action_dim != demos.action_dim:
+      raise DatasetError(f"{where}: the env takes {env.action_dim}-D actions but the demos' 'actions' are "
+                         f"{demos.action_dim}-D")
+  finally:
+    env.close()

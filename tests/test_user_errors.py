@@ -110,6 +110,7 @@ def _cases(root, data: str, workdir: str):
       ("raw robosuite demos", main + [f"--config.data.path={raw}"],
        [raw, "python -m ebt_jax.convert --from=robosuite"]),
       ("no env to evaluate in", main + [f"--config.data.path={no_env}"], ["eval.backend='robosuite'", "env_args"]),
+      ("env_args robosuite cannot build", on_data, ["'data' attribute 'env_args'", "robosuite cannot build this env"]),
       ("gym_pusht on Lift", on_data + ["--config.eval.backend=gym_pusht"], ["eval.backend='gym_pusht'", "derived_obs"]),
       ("workdir under a file", main[:-len(TINY) - 1] + [f"--config.data.path={data}", f"--workdir={not_a_dir}/run"],
        [f"--workdir={not_a_dir}/run", "is a file"]),
