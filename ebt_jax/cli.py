@@ -86,7 +86,7 @@ def override_error_message(error: BaseException, argv: Sequence[str]) -> str:
   """A one-paragraph message for an override ml_collections refused, naming the override(s) involved.
 
   For an unknown field (``--config.train.num_step=5``): ``--config.train.num_step=5: the config has no
-  field 'num_step' here; did you mean 'num_steps'?``.
+  field 'num_step' there; did you mean 'num_steps'?``.
   """
   text = _unwrap(str(error))
   first, _, rest = text.partition("\n")
