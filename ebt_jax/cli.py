@@ -7,7 +7,8 @@ Every ``python -m ebt_jax.<tool>`` ends with ``cli.run(main)`` instead of ``absl
   (``EXIT_USER_ERROR``), without a Python traceback;
 * a bad command line (unknown or malformed flag, a value outside its flag's bounds, a
   ``--config.<field>`` override the config does not have or of the wrong type, a config file that cannot
-  be loaded) is printed the same way, before anything runs;
+  be loaded, a positional argument: every tool takes flags only) is printed the same way, before anything
+  runs;
 * ``--verbose`` shows the traceback of these instead;
 * any other exception is a bug in ebt-jax and keeps its traceback (absl's handler).
 """
@@ -164,9 +165,12 @@ def existing_path(name: str, flag_values: flags.FlagValues = flags.FLAGS) -> Non
 
 
 def guarded(main: Callable[[list[str]], object]) -> Callable[[list[str]], object]:
-  """``main`` with ``UserError`` turned into ``fail`` (one paragraph, exit 2) unless ``--verbose``."""
+  """``main`` with positional arguments refused and ``UserError`` turned into ``fail`` (one paragraph, exit 2)
+  unless ``--verbose``."""
 
   def wrapped(argv):
+    if len(argv) > 1:
+      fail(f"unexpected arguments {argv[1:]}: every option is a --flag (--helpshort lists them)", main)
     try:
       return main(argv)
     except UserError as e:

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 import tqdm
-from absl import app, flags, logging
+from absl import flags, logging
 
 from ebt_jax import cli, paths
 from ebt_jax.data.robomimic_hdf5 import RawDemo, train_valid_masks, write_demos
@@ -26,6 +26,7 @@ from ebt_jax.errors import ConfigError
 from ebt_jax.envs.lift_expert import LiftExpert
 
 TASKS = {"lift": (robosuite_env.lift_env_args, LiftExpert)}
+BACKENDS = ("robosuite", "mjx")  # one episode at a time / batched in MJX (ebt_jax/collect_mjx.py)
 SEED_STRIDE = 1_000_000
 # Std of the DART noise on executed position actions (1 = 0.05 m per step, so 0.2 = 1 cm). Measured on
 # 20 seeds: position noise 0.15 and 0.25 left the expert at 20/20 successes (52.7 and 61.6 steps);
@@ -97,8 +98,8 @@ def collect(task: str, num_demos: int, out: str, seed: int = 0, horizon: int = 4
   problems = []
   if task not in TASKS:
     problems.append(f"task={task!r}: must be one of {sorted(TASKS)}")
-  if backend not in ("robosuite", "mjx"):
-    problems.append(f"backend={backend!r}: must be 'robosuite' or 'mjx'")
+  if backend not in BACKENDS:
+    problems.append(f"backend={backend!r}: must be one of {BACKENDS}")
   if num_demos < 1:
     problems.append(f"num_demos={num_demos}: must be an integer >= 1")
   if action_noise < 0:
@@ -158,18 +159,9 @@ def cached_dataset(task: str, num_demos: int, seed: int, action_noise: float, ca
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv  # cli.run refuses positional arguments
   f = flags.FLAGS
   collect(f.task, f.num_demos, f.out, f.seed, f.horizon, f.action_noise, backend=f.backend, batch_size=f.batch_size)
-
-
-def _writable_output(path: str | None) -> bool:
-  """absl validator of ``--out``: raises ``flags.ValidationError`` with the reason."""
-  problem = paths.output_file_problem(path) if path else None
-  if problem:
-    raise flags.ValidationError(problem)
-  return True
 
 
 def define_flags() -> None:
@@ -182,11 +174,11 @@ def define_flags() -> None:
   flags.DEFINE_integer("seed", 0, "Collection seed (attempt k uses seed * 1e6 + k).")
   flags.DEFINE_integer("horizon", 400, "Max env steps per attempt (20 Hz).")
   flags.DEFINE_float("action_noise", DEFAULT_ACTION_NOISE, "DART noise std on executed position actions.")
-  flags.DEFINE_enum("backend", "robosuite", ["robosuite", "mjx"], "Simulator: robosuite (serial) or MJX (batched).")
+  flags.DEFINE_enum("backend", "robosuite", list(BACKENDS), "Simulator: robosuite (serial) or MJX (batched).")
   flags.DEFINE_integer("batch_size", 256, "MJX episodes per jitted call.")
   for name, low in (("num_demos", 1), ("seed", 0), ("horizon", 1), ("action_noise", 0), ("batch_size", 1)):
     cli.at_least(name, low)
-  flags.register_validator("out", _writable_output)
+  cli.output_file("out")
 
 
 if __name__ == "__main__":

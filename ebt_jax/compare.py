@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
 from ebt_jax import cli, jsonio
 from ebt_jax.errors import WorkdirError
@@ -89,8 +89,7 @@ def compare(workdirs, out: str, metric: str = "success_rate") -> dict:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv  # cli.run refuses positional arguments
   comparison = compare(_RUNS.value, _OUT.value, _METRIC.value)
   metric = comparison["metric"]
   for run in comparison["runs"]:

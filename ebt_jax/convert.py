@@ -329,9 +329,7 @@ def convert(source: str, in_path: str, out_path: str) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise ConfigError(f"unexpected arguments {argv[1:]}; usage: python -m ebt_jax.convert --from=robosuite "
-                      f"--in=demo.hdf5 --out=converted.hdf5")
+  del argv  # cli.run refuses positional arguments
   f = flags.FLAGS
   convert(getattr(f, "from"), getattr(f, "in"), f.out)
 

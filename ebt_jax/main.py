@@ -206,8 +206,7 @@ class _QuietLibraries:
 
 def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv  # cli.run refuses positional arguments
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config is required, e.g. --config=configs/lift.py")

@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 from absl import logging
 
-from ebt_jax import paths
+from ebt_jax import collect, paths
 from ebt_jax.data.datasets import DERIVED_OBS
 from ebt_jax.data.demos import Demos
 from ebt_jax.errors import ConfigError, DatasetError
@@ -37,7 +37,6 @@ from ebt_jax.policies.base import parse_inference
 EVAL_BACKENDS = ("robosuite", "mjx", "gym_pusht")
 SIM_BACKENDS = ("robosuite", "mjx")  # evaluate in the env described by the dataset's env_args
 MJX_INITIAL_STATES = ("robosuite", "sampled")
-COLLECT_BACKENDS = ("robosuite", "mjx")
 BUILTIN_DATASETS = ("", "lift_scripted")  # data.builtin: what an empty data.path means ("" = nothing)
 DIFFUSION_SAMPLERS = ("ddpm", "ddim")
 PUSHT_ACTION_DIM = 2  # gym-pusht: agent target (x, y) in px
@@ -142,7 +141,7 @@ FIELDS: tuple[Field, ...] = (
     Field("data.num_demos", _I, low=1, when=_collects),
     Field("data.collect_seed", _I, low=0, when=_collects),
     Field("data.action_noise", _F, low=0, high=1, when=_collects),
-    Field("data.collect_backend", _S, choices=COLLECT_BACKENDS, when=_collects),
+    Field("data.collect_backend", _S, choices=collect.BACKENDS, when=_collects),
     Field("horizon.obs", _I, low=1),
     Field("horizon.action", _I, low=1),
     Field("horizon.pred", _I, low=1),
@@ -225,7 +224,6 @@ def _cross_field_problems(config, workdir: str | None, num_devices: int | None, 
                "(Push-T: the pusht_cchi_v7_replay.zarr directory from "
                "https://diffusion-policy.cs.columbia.edu/data/training/pusht.zip)")
   if needs_data and _collects(config):
-    from ebt_jax import collect  # pylint: disable=g-import-not-at-top
     cache_dir = data.get("cache_dir", "") or collect.default_cache_dir()
     problem = paths.directory_problem(cache_dir)
     if problem:

@@ -24,11 +24,12 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from ebt_jax import cli, jsonio, policies, validation
 from ebt_jax.benchmarks.common import device_description
+from ebt_jax.errors import ConfigError
 from ebt_jax.data.normalization import MinMax, Normalizer
 from ebt_jax.evaluation.policy import Policy
 from ebt_jax.training import checkpoint
@@ -118,12 +119,11 @@ def _check_labels(config) -> None:
       except ValueError as e:
         problems.append(f"--{flag.name}: {e}")
   if problems:
-    raise validation.ConfigError(validation.format_problems(problems, "flags"))
+    raise ConfigError(validation.format_problems(problems, "flags"))
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv  # cli.run refuses positional arguments
   config = _CONFIG.value
   validation.check_config(config, needs_data=False)  # the model and sampler fields; no dataset is read
   _check_labels(config)

@@ -18,7 +18,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from ebt_jax import cli, jsonio
 from ebt_jax.envs import lift_mjcf, mjx_lift, robosuite_env
@@ -104,8 +104,7 @@ def replay_in_mjx(env: mjx_lift.MjxLift, episodes: list[Episode], dtype=jnp.floa
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv  # cli.run refuses positional arguments
   rs_env = lift_mjcf.robosuite_lift_env()
   robosuite_env.reset(rs_env, 0)
   env = mjx_lift.MjxLift.create(lift_mjcf.build(rs_env))

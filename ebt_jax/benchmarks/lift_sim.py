@@ -24,9 +24,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from ebt_jax import cli, jsonio, validation
+from ebt_jax import cli, jsonio
+from ebt_jax.errors import ConfigError
 from ebt_jax.benchmarks.common import device_description
 from ebt_jax.envs import lift_mjcf, mjx_lift, robosuite_env
 from ebt_jax.evaluation import episodes, mjx_eval, robosuite_eval
@@ -108,10 +109,9 @@ def eval_timings(workdir: str, num_episodes: int, horizon: int, seed: int, rs_en
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv  # cli.run refuses positional arguments
   if _EVAL_EPISODES.value and not os.path.isdir(checkpoint.checkpoint_dir(_WORKDIR.value)):
-    raise validation.ConfigError(f"--workdir={_WORKDIR.value}: no checkpoints/ there to time the evaluation with "
+    raise ConfigError(f"--workdir={_WORKDIR.value}: no checkpoints/ there to time the evaluation with "
                                  "(train a run first, or pass --eval_episodes=0)")
   device = device_description()
   logging.info("device: %s", device)

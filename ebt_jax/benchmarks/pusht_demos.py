@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from ebt_jax import cli, jsonio
 from ebt_jax.data import zarr_replay
@@ -62,8 +62,7 @@ def replay(state: np.ndarray, action: np.ndarray, ends: np.ndarray) -> list[dict
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv  # cli.run refuses positional arguments
   arrays = zarr_replay.read_replay_buffer(_DATA.value, ("state",))
   state = np.concatenate([e.obs for e in arrays.episodes]).astype(np.float64)
   action = np.concatenate([e.actions for e in arrays.episodes]).astype(np.float64)
