@@ -184,6 +184,7 @@ def _run(config, workdir: str, skip_eval: bool) -> dict | None:
   result = evaluate_all(config, policy, demos.env_args)
   result.update(dataset=os.path.abspath(path), train_steps=int(state.step),
                 train_epochs=trainer.epochs(config, demos, int(state.step)),
+                train_wall_s=trainer.train_wall_s(workdir),
                 wall_time_s={"data_and_train": t_train - t0, "eval": time.time() - t_train})
   jsonio.write(os.path.join(workdir, EVAL_FILE), result)
   if config.eval.get("every_steps", 0):

@@ -33,6 +33,7 @@ from ebt_jax.data.demos import Demos
 from ebt_jax.errors import ConfigError, DatasetError
 from ebt_jax.policies import POLICIES
 from ebt_jax.policies.base import parse_inference
+from ebt_jax.samplers.mcmc import INFERENCE_ENERGIES
 
 EVAL_BACKENDS = ("robosuite", "mjx", "gym_pusht")
 SIM_BACKENDS = ("robosuite", "mjx")  # evaluate in the env described by the dataset's env_args
@@ -166,6 +167,10 @@ FIELDS: tuple[Field, ...] = (
     Field("sampler.langevin_sigma_min", _F, low=0, when=_ebt),
     Field("sampler.max_steps", _I, low=1, when=_ebt),
     Field("sampler.grad_norm_tol", _F, low=0, when=_ebt),
+    Field("sampler.remat_train_steps", _B, when=_ebt),
+    Field("sampler.truncate_chain", _B, when=_ebt),
+    Field("sampler.detach_step_scale", _B, when=_ebt),
+    Field("sampler.inference_energy", _S, choices=INFERENCE_ENERGIES, when=_ebt),
     Field("diffusion.num_train_steps", _I, low=1, when=_diffusion),
     Field("diffusion.clip_sample", _B, when=_diffusion),
     Field("train.batch_size", _I, low=1),

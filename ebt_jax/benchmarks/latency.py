@@ -27,7 +27,7 @@ import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
 
-from ebt_jax import cli, jsonio, policies, validation
+from ebt_jax import cli, compile_options, jsonio, policies, validation
 from ebt_jax.benchmarks.common import device_description
 from ebt_jax.errors import ConfigError
 from ebt_jax.data.normalization import MinMax, Normalizer
@@ -78,8 +78,8 @@ def time_decisions(policy: Policy, label: str, batch: int, runs: int, warmup: in
   sampler, steps = policy.parse(label)
   obs = np.random.default_rng(0).uniform(-1, 1, (batch, policy.model.module.obs_horizon, policy.model.obs_dim))
   obs = jax.device_put(obs.astype(np.float32))
-  fn = jax.jit(policy.decide(sampler))
-  n = jax.numpy.int32(steps)
+  fn = compile_options.jit_decision(policy.decide(sampler))  # as Policy.__call__ compiles it
+  n = np.int32(steps)
   t0 = time.perf_counter()
   jax.block_until_ready(fn(policy.params, obs, jax.random.PRNGKey(0), n))
   compile_s = time.perf_counter() - t0
@@ -141,7 +141,8 @@ def main(argv):
         logging.info("%s", results[-1])
   print(f"\nDecision latency on {device['platform']} ({device['device_kind']}, {device['host_cpus']} host CPUs, "
         f"jax {device['jax']}); model width {ebt.model.module.width}, {ebt.model.module.num_layers} layers; "
-        f"median of {_RUNS.value} runs")
+        f"median of {_RUNS.value} runs; EBT energy reported: {ebt.model.sampler.inference_energy}; "
+        f"compile options {compile_options.decision()}")
   print(f"{'policy':<10} {'inference':<10} {'batch':>6} {'median ms':>10} {'p10 ms':>8} {'p90 ms':>8} "
         f"{'steps used':>10} {'params':>9}")
   for r in results:
@@ -154,7 +155,9 @@ def main(argv):
   if _OUT.value:
     model = {k: getattr(ebt.model.module, k) for k in ("width", "num_layers", "num_obs_layers", "num_heads",
                                                        "obs_horizon", "pred_horizon", "action_dim")}
-    jsonio.write(_OUT.value, {"device": device, "model": model, "ebt_workdir": _EBT_WORKDIR.value,
+    jsonio.write(_OUT.value, {"device": device, "model": model, "compile_options": compile_options.decision(),
+                              "ebt_inference_energy": ebt.model.sampler.inference_energy,
+                              "ebt_workdir": _EBT_WORKDIR.value,
                               "diffusion_workdir": _DP_WORKDIR.value, "results": results, "ratios": pairs})
 
 

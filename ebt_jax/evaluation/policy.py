@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ebt_jax import compile_options
 from ebt_jax.data.normalization import Normalizer
 from ebt_jax.policies import PolicyModel
 
@@ -81,7 +82,7 @@ class Policy:
     """obs_history: [B, To, obs_dim] raw observations (oldest first) -> ``Decision``.
 
     ``inference`` (e.g. "mcmc-4", "ddim-10") defaults to ``self.inference``; one compilation per
-    sampler, none per step count.
+    sampler, none per step count (compiled with ``compile_options.decision()``).
 
     Raises:
       ValueError: if ``obs_history`` is not [B, To, obs_dim] or the inference label is not one of this
@@ -93,5 +94,5 @@ class Policy:
       raise ValueError(f"obs_history has shape {obs_history.shape}, expected [B, {expected[0]}, {expected[1]}]")
     sampler, steps = self.parse(inference)
     if sampler not in self._jitted:
-      self._jitted[sampler] = jax.jit(self.decide(sampler))
-    return self._jitted[sampler](self.params, obs_history, rng, jnp.int32(steps))
+      self._jitted[sampler] = compile_options.jit_decision(self.decide(sampler))
+    return self._jitted[sampler](self.params, obs_history, rng, np.int32(steps))

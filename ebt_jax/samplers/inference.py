@@ -22,7 +22,9 @@ class InferenceResult(NamedTuple):
 
   Attributes:
     actions: [B, Tp, A] float32, the minimised action chunk (normalised action space).
-    energy: [B] float32, E(z, actions) at the returned actions.
+    energy: [B] float32; ``cfg.inference_energy`` "last_step": E(z, y + mu v) at the final MCMC step's
+      look-ahead point (computed by that step, no extra pass); "exact": E(z, actions) at the
+      returned actions (one extra forward pass).
     steps: [B] int32, MCMC steps used, in [1, N].
     grad_norm: [B] float32, ||dE/dy||_2 at the last step taken.
   """
@@ -40,7 +42,7 @@ def minimize_energy(energy_fn: mcmc.EnergyFn, init: jax.Array, cfg: mcmc.Sampler
     energy_fn: actions [B, Tp, A] -> energy [B] (observation context closed over).
     init: y_0 [B, Tp, A], e.g. ``cfg.init_std * N(0, I)`` (Alg. 2 line 1).
     cfg: sampler settings; uses step_size (alpha, no randomisation), momentum, energy scaling,
-      normalisation, grad_norm_tol (tau) and max_steps (N).
+      normalisation, grad_norm_tol (tau), max_steps (N) and inference_energy.
     max_steps: overrides ``cfg.max_steps``; may be a traced int32 (no recompilation per cap).
 
   Returns:
@@ -68,5 +70,5 @@ def minimize_energy(energy_fn: mcmc.EnergyFn, init: jax.Array, cfg: mcmc.Sampler
   state = (init, jnp.zeros_like(init), jnp.zeros((batch,), jnp.int32), jnp.full((batch,), jnp.inf))
   sample, velocity, steps, _ = jax.lax.while_loop(cond, body, state)
   final = mcmc.mcmc_step(energy_fn, sample, velocity, alpha, cfg, normalize=False)
-  return InferenceResult(actions=final.sample, energy=energy_fn(final.sample), steps=steps + 1,
-                         grad_norm=final.grad_norm)
+  energy = energy_fn(final.sample) if cfg.inference_energy == "exact" else final.energy
+  return InferenceResult(actions=final.sample, energy=energy, steps=steps + 1, grad_norm=final.grad_norm)

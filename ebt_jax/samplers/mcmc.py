@@ -13,6 +13,12 @@ One MCMC step on a sample y [B, Tp, A] with Nesterov velocity v (zeros at the st
 Defaults are the authors' (Table 1 and their code): alpha = 1000, c = 1.5, T = 1, mu = 0.9,
 sigma 0.2 -> 0.002, 6 + U{0..3} training steps, inference capped at 2 steps (Table 1: max 20),
 gradient-norm tolerance tau = 1e-3.
+
+Cost settings (``ebt_jax.samplers.training``, ``ebt_jax.samplers.inference``; measured in README
+"What an EBT step costs"): ``remat_train_steps`` (recompute each training step in the backward pass
+instead of storing it: the same numbers), ``truncate_chain`` (the authors' later ``truncate_mcmc``:
+only the final training step is differentiated), ``detach_step_scale`` (no gradient through exp(E)
+in the step size) and ``inference_energy`` (which energy a decision reports).
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ import jax.numpy as jnp
 
 # energy_fn(actions [B, Tp, A]) -> energy [B]; the observation context is closed over.
 EnergyFn = Callable[[jax.Array], jax.Array]
+
+
+# What ``InferenceResult.energy`` is: E at the last step's look-ahead point (free) or at the returned actions.
+INFERENCE_ENERGIES = ("last_step", "exact")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +60,20 @@ class SamplerConfig:
     langevin_sigma_min: sigma at the last training step.
     max_steps: N, the inference step cap (Alg. 2); Table 1 uses up to 20, the authors run 2.
     grad_norm_tol: tau; a sample stops once ||g||_2 over its [Tp, A] gradient falls below it (Alg. 2).
+    truncate_chain: training differentiates only each sample's final MCMC step, and the loss is that
+      step's MSE alone (the authors' ``truncate_mcmc`` of their later ToolHang config, with the
+      velocity detached as on their later commit); the earlier steps run without any gradient to
+      theta. False (default, their c5f5464 and the paper): the loss averages every step's MSE and
+      each step is differentiated (second order through dE/dy).
+    detach_step_scale: stop the gradient through exp(E) in the energy-scaled step size during
+      training (the authors never do; an option to cut one second-order path).
+    remat_train_steps: ``jax.checkpoint`` each training MCMC step, so the backward pass recomputes a
+      step's activations instead of storing them for every step: the same loss and gradients, less
+      memory; on the 2-core CPU also ~1.9x faster (README), since storing them costs more there.
+    inference_energy: which energy a decision reports (``InferenceResult.energy``). "last_step"
+      (default): E at the final MCMC step's look-ahead point, which that step computes anyway (the
+      authors report nothing and run no extra pass); "exact": E at the returned actions, one extra
+      forward pass of the energy model per decision.
   """
   step_size: float = 1000.0
   step_size_randomization: float = 1.5
@@ -66,12 +90,18 @@ class SamplerConfig:
   langevin_sigma_min: float = 0.002
   max_steps: int = 2
   grad_norm_tol: float = 1e-3
+  truncate_chain: bool = False
+  detach_step_scale: bool = False
+  remat_train_steps: bool = True
+  inference_energy: str = "last_step"
 
   def __post_init__(self):
     if self.max_steps < 1 or self.train_steps < 1 or self.train_extra_steps < 0:
       raise ValueError(f"need max_steps >= 1, train_steps >= 1, train_extra_steps >= 0: {self}")
     if self.step_size_randomization < 1:
       raise ValueError(f"step_size_randomization must be >= 1, got {self.step_size_randomization}")
+    if self.inference_energy not in INFERENCE_ENERGIES:
+      raise ValueError(f"inference_energy must be one of {INFERENCE_ENERGIES}, got {self.inference_energy!r}")
 
   @classmethod
   def from_config(cls, cfg) -> "SamplerConfig":
@@ -111,10 +141,12 @@ class StepOut(NamedTuple):
 
 
 def mcmc_step(energy_fn: EnergyFn, sample: jax.Array, velocity: jax.Array, base_step_size: jax.Array,
-              cfg: SamplerConfig, normalize: jax.Array | bool, noise: jax.Array | None = None) -> StepOut:
+              cfg: SamplerConfig, normalize: jax.Array | bool, noise: jax.Array | None = None,
+              detach_step_scale: bool = False) -> StepOut:
   """One Nesterov MCMC step (module docstring). ``base_step_size``: [B] (alpha or a random draw);
   ``normalize``: bool or [B] bool (RMSNorm this sample first); ``noise``: [B, Tp, A] Langevin noise
-  already scaled by sigma, or None at inference."""
+  already scaled by sigma, or None at inference; ``detach_step_scale``: no gradient through exp(E) in
+  the step size (training option ``SamplerConfig.detach_step_scale``)."""
   if cfg.normalize_samples:
     sample = jnp.where(jnp.reshape(normalize, (-1, 1, 1)), rms_normalize(sample, cfg.norm_eps), sample)
   if noise is not None:
@@ -123,7 +155,8 @@ def mcmc_step(energy_fn: EnergyFn, sample: jax.Array, velocity: jax.Array, base_
   energy, grad = energy_and_grad(energy_fn, look)
   step_size = base_step_size
   if cfg.energy_scaled_step:
-    step_size = step_size * jnp.exp(jnp.minimum(energy, cfg.max_log_step_scale)) / cfg.energy_temperature
+    scale_energy = jax.lax.stop_gradient(energy) if detach_step_scale else energy
+    step_size = step_size * jnp.exp(jnp.minimum(scale_energy, cfg.max_log_step_scale)) / cfg.energy_temperature
   velocity = cfg.momentum * velocity - step_size[:, None, None] * grad
   grad_norm = jnp.sqrt(jnp.sum(jnp.square(grad), axis=(-2, -1)))
   return StepOut(sample + velocity, velocity, energy, grad_norm)

@@ -7,19 +7,29 @@ the mean over a sample's steps of the MSE between y_{i+1} and the demo chunk (Al
 n_b as the authors do), averaged over the batch.
 
 The chain is a ``jax.lax.scan`` over the largest possible step count with per-sample masks, so the
-randomised counts need no recompilation and no Python loop.
+randomised counts need no recompilation and no Python loop. With ``remat_train_steps`` (default) each
+scan step is a ``jax.checkpoint``: the backward pass recomputes that step instead of reading its
+activations from buffers stacked over all steps (same numbers; on CPU the stacking costs more than the
+recomputation, README "What an EBT step costs").
 
-What carries gradient to theta (as in the authors' code):
+What carries gradient to theta (as in the authors' code, commit c5f5464):
   * each step's input y_i is ``stop_gradient``-ed: no backpropagation through earlier samples;
   * the gradient g = dE/dy is differentiated (second order, "create_graph"): d loss / d theta flows
     through -a * g of the current step;
   * the Nesterov velocity v is *not* stopped, so earlier steps' a * g terms still reach theta;
-  * the energy inside the energy-scaled step size exp(E) is not stopped either;
+  * the energy inside the energy-scaled step size exp(E) is not stopped either
+    (``detach_step_scale=True`` stops it);
   * the random step size, the Langevin noise and y_0 carry no gradient.
+
+``truncate_chain=True`` (the authors' later ``truncate_mcmc``): the first n_b - 1 steps of a sample run
+without any gradient to theta (a scan under ``stop_gradient``, sample and velocity detached), then
+every sample takes its final step n_b - 1 (no RMSNorm, Langevin sigma_{n_b - 1}), the only step
+differentiated, and the loss is that step's MSE alone. One second-order step instead of n_b.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
 
 import jax
@@ -35,7 +45,8 @@ class ChainOutput(NamedTuple):
   """Loss and diagnostics of one training chain.
 
   Attributes:
-    loss: scalar, mean over samples of (1/n_b) sum_i MSE(y_{i+1}, demo).
+    loss: scalar, mean over samples of (1/n_b) sum_i MSE(y_{i+1}, demo); with ``truncate_chain``
+      the mean of MSE(y_{n_b}, demo).
     num_steps: [B] int32, n_b.
     mse: [M, B] per-step MSE (0 where step i >= n_b); M = train_steps + train_extra_steps.
     energy: [M, B] energy at each step's look-ahead point (0 where inactive).
@@ -69,36 +80,63 @@ def training_chain(energy_fn: StochasticEnergyFn, demo_actions: jax.Array, rng: 
     energy_fn: (actions [B, Tp, A], dropout_rng) -> energy [B]; closes over params and obs tokens.
     demo_actions: y, [B, Tp, A] float32 in [-1, 1] (normalised demo chunk).
     rng: PRNG key for y_0, the step counts, step sizes, Langevin noise and dropout.
-    cfg: sampler settings.
+    cfg: sampler settings (``truncate_chain``, ``remat_train_steps`` and ``detach_step_scale`` pick
+      the gradient path, module docstring).
 
   Returns:
-    ``ChainOutput``.
+    ``ChainOutput`` (with ``truncate_chain`` the loss is the final step's MSE; ``mse`` / ``energy`` /
+    ``grad_norm`` still hold every step, the earlier ones computed without gradient).
   """
   batch = demo_actions.shape[0]
   max_steps = cfg.train_steps + cfg.train_extra_steps
   init_rng, count_rng, chain_rng = jax.random.split(rng, 3)
   num_steps = sample_num_steps(count_rng, batch, cfg)
   init = cfg.init_std * jax.random.normal(init_rng, demo_actions.shape, demo_actions.dtype)
+  keys = jax.random.split(chain_rng, max_steps)
 
-  def body(carry, xs):
-    sample, velocity = carry
-    i, key = xs
+  def step(sample, velocity, i, key, final):
+    """MCMC step i ([] or [B] int) of every sample; ``final`` [B] bool: the sample's last step (no RMSNorm)."""
     noise_rng, size_rng, dropout_rng = jax.random.split(key, 3)
-    on = i < num_steps
     sigma = mcmc.langevin_sigma(i, num_steps, cfg.langevin_sigma_min, cfg.langevin_sigma_max)
     noise = sigma[:, None, None] * jax.random.normal(noise_rng, sample.shape, sample.dtype)
     out = mcmc.mcmc_step(lambda a: energy_fn(a, dropout_rng), jax.lax.stop_gradient(sample), velocity,
-                         sample_step_sizes(size_rng, (batch,), cfg), cfg,
-                         normalize=i < num_steps - 1, noise=noise)
-    mse = jnp.mean(jnp.square(out.sample - demo_actions), axis=(-2, -1))
+                         sample_step_sizes(size_rng, (batch,), cfg), cfg, normalize=~final, noise=noise,
+                         detach_step_scale=cfg.detach_step_scale)
+    return out, jnp.mean(jnp.square(out.sample - demo_actions), axis=(-2, -1))
+
+  def body(carry, xs, last_index):
+    """One scan step; samples with i > last_index[b] keep their state and record zeros."""
+    sample, velocity = carry
+    i, key = xs
+    on = i <= last_index
+    out, mse = step(sample, velocity, i, key, final=i >= num_steps - 1)
     keep = lambda new, old: jnp.where(on[:, None, None], new, old)
     zero_off = lambda x: jnp.where(on, x, 0.0)
     return ((keep(out.sample, sample), keep(out.velocity, velocity)),
             (zero_off(mse), zero_off(out.energy), zero_off(out.grad_norm)))
 
-  steps = jnp.arange(max_steps)
-  (final, _), (mse, energy, grad_norm) = jax.lax.scan(
-      body, (init, jnp.zeros_like(init)), (steps, jax.random.split(chain_rng, max_steps)))
-  loss = jnp.mean(mse.sum(axis=0) / num_steps)
-  return ChainOutput(loss=loss, num_steps=num_steps, mse=mse, energy=energy, grad_norm=grad_norm,
-                     final_actions=final)
+  start = (init, jnp.zeros_like(init))
+  if not cfg.truncate_chain:
+    scan_body = functools.partial(body, last_index=num_steps - 1)
+    if cfg.remat_train_steps:
+      scan_body = jax.checkpoint(scan_body, prevent_cse=False)
+    (final, _), (mse, energy, grad_norm) = jax.lax.scan(scan_body, start, (jnp.arange(max_steps), keys))
+    loss = jnp.mean(mse.sum(axis=0) / num_steps)
+    return ChainOutput(loss=loss, num_steps=num_steps, mse=mse, energy=energy, grad_norm=grad_norm,
+                       final_actions=final)
+
+  # Truncated: steps 0 .. n_b - 2 without gradient, then the final step n_b - 1 of every sample.
+  if max_steps > 1:
+    (sample, velocity), (mse, energy, grad_norm) = jax.lax.stop_gradient(jax.lax.scan(
+        functools.partial(body, last_index=num_steps - 2), start, (jnp.arange(max_steps - 1), keys[:-1])))
+  else:
+    sample, velocity = start
+    mse = energy = grad_norm = jnp.zeros((0, batch), jnp.float32)
+  out, final_mse = step(sample, jax.lax.stop_gradient(velocity), num_steps - 1, keys[-1],
+                        final=jnp.ones((batch,), bool))
+  rows = jnp.arange(batch)
+  place = lambda per_step, last: jnp.concatenate([per_step, jnp.zeros((1, batch), per_step.dtype)]).at[
+      num_steps - 1, rows].set(last)
+  return ChainOutput(loss=jnp.mean(final_mse), num_steps=num_steps, mse=place(mse, final_mse),
+                     energy=place(energy, out.energy), grad_norm=place(grad_norm, out.grad_norm),
+                     final_actions=out.sample)

@@ -83,6 +83,20 @@ def _truncate_metrics(path: str, last_step: int) -> None:
     f.writelines(lines)
 
 
+def train_wall_s(workdir: str) -> float:
+  """Seconds spent training so far (``train_wall_s`` of the last ``metrics.jsonl`` record; 0 without one).
+
+  Training time is wall clock from the first train step (compilation included) to the last logged one,
+  summed over resumed runs, without evaluations during training: what success vs wall-clock plots use.
+  """
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return 0.0
+  with open(path) as f:
+    lines = [l for l in f if l.strip()]
+  return float(json.loads(lines[-1]).get("train_wall_s", 0.0)) if lines else 0.0
+
+
 def train(config, workdir: str, demos: Demos,
           on_step: Callable[[int, TrainState], None] | None = None,
           evaluate: EvalFn | None = None) -> tuple[PolicyModel, TrainState, Normalizer]:
@@ -181,6 +195,7 @@ def _train(config, workdir: str, demos: Demos, on_step, evaluate) -> tuple[Polic
   logging.info("policy %s: %d parameters, %d windows from %d demos, %d devices, batch %d, steps %d -> %d",
                model.name, num_params, len(data), len(demos.episodes), mesh.size, tcfg.batch_size, start, tcfg.num_steps)
 
+  wall = train_wall_s(workdir)  # training seconds before this (resumed) run
   nonfinite_run, window, t0 = 0, [], time.time()
   for step in range(start, tcfg.num_steps):
     batch = _global_batch(data.batch(step, local_batch), batch_sharding)
@@ -193,7 +208,8 @@ def _train(config, workdir: str, demos: Demos, on_step, evaluate) -> tuple[Polic
       record["nonfinite"] = int(sum(m["nonfinite"] for m in host))
       for m in host:
         nonfinite_run = nonfinite_run + 1 if m["nonfinite"] else 0
-      record.update(step=done, steps_per_s=len(host) / (time.time() - t0))
+      wall += time.time() - t0
+      record.update(step=done, steps_per_s=len(host) / (time.time() - t0), train_wall_s=wall)
       append_record(metrics_path, record)
       logging.info("step %d/%d  loss %.4f  %s  grad_norm %.3f  %.2f steps/s%s", done, tcfg.num_steps, record["loss"],
                    "  ".join(f"{k} {record[k]:.4f}" for k in model.log_keys), record["grad_norm"],
@@ -211,6 +227,7 @@ def _train(config, workdir: str, demos: Demos, on_step, evaluate) -> tuple[Polic
       t_eval = time.time()
       summary = evaluate(model, state, normalizer)
       append_record(curve_path, {"step": done, "epoch": epochs(config, demos, done),
+                                 "train_wall_s": wall + (t_eval - t0),
                                  **{k: v for k, v in summary.items() if k != "episodes"}})
       t0 += time.time() - t_eval  # keep evaluation time out of the next steps/s
     if done % tcfg.checkpoint_every == 0 or done == tcfg.num_steps:
