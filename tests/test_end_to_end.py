@@ -78,7 +78,11 @@ def test_main_job_trains_evaluates_and_resumes(two_demos, tmp_path):
   config.train.num_steps = 6
   assert main.run(config, workdir, skip_eval=True) is None
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    assert [json.loads(l)["step"] for l in f] == [2, 4, 6]
+    records = [json.loads(l) for l in f]
+  assert [r["step"] for r in records] == [2, 4, 6]
+  # Training wall-clock accumulates over the resume (steps 5-6 continue from the time at step 4).
+  walls = [r["train_wall_s"] for r in records]
+  assert 0 < walls[0] < walls[1] < walls[2] and saved["train_wall_s"] == walls[1]
 
 
 def test_diffusion_policy_trains_and_evaluates_with_the_same_job(two_demos, tmp_path):

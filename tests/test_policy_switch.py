@@ -77,23 +77,26 @@ def _write_run(workdir, policy, by_inference, curve):
                "by_inference": {k: {"success_rate": v, "mean_sampler_steps": 1.0, "num_episodes": 50}
                                 for k, v in by_inference.items()}}, f)
   with open(os.path.join(workdir, "eval_curve.jsonl"), "w") as f:
-    for step, epoch, rate in curve:
-      f.write(json.dumps({"step": step, "epoch": epoch, "success_rate": rate}) + "\n")
+    for step, epoch, rate, *wall in curve:
+      wall_s = {"train_wall_s": wall[0], "num_episodes": 50} if wall else {}
+      f.write(json.dumps({"step": step, "epoch": epoch, "success_rate": rate, **wall_s}) + "\n")
 
 
 def test_comparison_of_two_runs_writes_json_and_plots(tmp_path):
   ebt, dp = str(tmp_path / "lift"), str(tmp_path / "lift_diffusion")
-  _write_run(ebt, "ebt", {"mcmc-1": 0.2, "mcmc-2": 0.9}, [(100, 2.5, 0.9), (50, 1.25, 0.4)])
-  _write_run(dp, "diffusion", {"ddim-10": 0.5, "ddpm-100": 0.7}, [(50, 1.25, 0.1)])
+  _write_run(ebt, "ebt", {"mcmc-1": 0.2, "mcmc-2": 0.9}, [(100, 2.5, 0.9, 240.0), (50, 1.25, 0.4, 120.0)])
+  _write_run(dp, "diffusion", {"ddim-10": 0.5, "ddpm-100": 0.7}, [(50, 1.25, 0.1)])  # a run without wall times
   out = str(tmp_path / "cmp")
   result = compare.compare([ebt, dp], out)
   runs = {r["policy"]: r for r in result["runs"]}
   assert runs["ebt"]["by_inference"]["mcmc-2"]["success_rate"] == 0.9
-  assert [r["step"] for r in runs["ebt"]["curve"]] == [50, 100]  # sorted by step
-  assert runs["diffusion"]["curve"] == [{"step": 50, "epoch": 1.25, "success_rate": 0.1}]
+  # 45 of 50 episodes: the 95 % Wilson score interval (Wilson 1927), here [0.786, 0.957].
+  np.testing.assert_allclose(runs["ebt"]["by_inference"]["mcmc-2"]["success_rate_ci95"], [0.7864, 0.9565], atol=1e-4)
+  assert [(r["step"], r["train_wall_s"]) for r in runs["ebt"]["curve"]] == [(50, 120.0), (100, 240.0)]  # by step
+  assert runs["diffusion"]["curve"] == [{"step": 50, "epoch": 1.25, "success_rate": 0.1, "train_wall_s": None}]
   with open(os.path.join(out, compare.RESULT_FILE)) as f:
     assert json.load(f) == result
-  for png in (compare.STEPS_PLOT, compare.EPOCHS_PLOT):
+  for png in (compare.STEPS_PLOT, compare.EPOCHS_PLOT, compare.WALL_CLOCK_PLOT):
     with open(os.path.join(out, png), "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   with open(os.path.join(dp, "eval_curve.jsonl"), "a") as f:

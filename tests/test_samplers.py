@@ -167,3 +167,81 @@ def test_loss_gradient_reaches_parameters_through_the_chain():
     fd, analytic, grads = _fd_check(many, params, energy, demo, rng)
     assert abs(fd - analytic) > 1e-3 * abs(fd)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+
+
+def _chain_loss_and_grads(cfg, params, energy, demo, rng):
+  loss = lambda p: training_chain(lambda y, k: energy(p, y), demo, rng, cfg).loss
+  return jax.value_and_grad(loss)(params)
+
+
+def test_remat_gives_the_same_loss_and_gradients():
+  """remat_train_steps recomputes each MCMC step in the backward pass: a memory / speed choice only."""
+  energy = _tiny_linear_energy()
+  with jax.enable_x64(True):
+    params = {"w": jnp.full((16, 7), 1.5), "b": 0.1 * jnp.ones((16, 7))}
+    demo, rng = 0.5 * jnp.ones((4, 16, 7)), jax.random.PRNGKey(0)
+    cfg = SamplerConfig(step_size=5.0, langevin_sigma_max=0.05)
+    plain = _chain_loss_and_grads(dataclasses.replace(cfg, remat_train_steps=False), params, energy, demo, rng)
+    remat = _chain_loss_and_grads(dataclasses.replace(cfg, remat_train_steps=True), params, energy, demo, rng)
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(remat)):
+      np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_truncated_chain_trains_on_the_final_step_only():
+  """truncate_chain (authors' truncate_mcmc): loss = final step's MSE; earlier steps give no gradient."""
+  energy = _tiny_linear_energy()
+  with jax.enable_x64(True):
+    params = {"w": jnp.full((16, 7), 1.5), "b": 0.1 * jnp.ones((16, 7))}
+    demo, rng = 0.5 * jnp.ones((64, 16, 7)), jax.random.PRNGKey(1)
+    cfg = SamplerConfig(step_size=5.0, langevin_sigma_max=0.05, truncate_chain=True)
+    out = training_chain(lambda y, k: energy(params, y), demo, rng, cfg)
+    n, mse = np.asarray(out.num_steps), np.asarray(out.mse)
+    assert set(np.unique(n)) == {6, 7, 8, 9} and mse.shape == (9, 64)
+    for b in range(64):  # every step is recorded where it ran, the final one at n_b - 1
+      assert np.all(mse[: n[b], b] > 0) and np.all(mse[n[b]:, b] == 0)
+    np.testing.assert_allclose(out.loss, mse[n - 1, np.arange(64)].mean(), rtol=1e-12)
+    np.testing.assert_allclose(out.final_actions.shape, (64, 16, 7))
+    # With a single step there is nothing to truncate: the same chain, loss and gradients as the full one.
+    one = dataclasses.replace(cfg, train_steps=1, train_extra_steps=0)
+    full = _chain_loss_and_grads(dataclasses.replace(one, truncate_chain=False), params, energy, demo, rng)
+    trunc = _chain_loss_and_grads(one, params, energy, demo, rng)
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(trunc)):
+      np.testing.assert_allclose(a, b, rtol=1e-12)
+    # Several steps: the final step's input is a constant, so the gradient is the finite difference of the
+    # final step's MSE alone, taken from that same (frozen) input state.
+    fd, analytic, grads = _fd_check(dataclasses.replace(cfg, train_steps=3, train_extra_steps=0), params, energy,
+                                    demo[:4], rng)
+    assert abs(fd - analytic) > 1e-3 * abs(fd)  # earlier steps depend on theta but carry no gradient
+    assert all(bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
+
+
+def test_detached_step_scale_changes_only_the_gradient():
+  energy = _tiny_linear_energy()
+  with jax.enable_x64(True):
+    params = {"w": jnp.full((16, 7), 1.5), "b": 0.1 * jnp.ones((16, 7))}
+    demo, rng = 0.5 * jnp.ones((4, 16, 7)), jax.random.PRNGKey(2)
+    cfg = SamplerConfig(step_size=5.0, langevin_sigma_max=0.05, train_steps=2, train_extra_steps=0)
+    on = _chain_loss_and_grads(cfg, params, energy, demo, rng)
+    off = _chain_loss_and_grads(dataclasses.replace(cfg, detach_step_scale=True), params, energy, demo, rng)
+    np.testing.assert_allclose(on[0], off[0], rtol=1e-12)  # the same chain forward
+    assert not np.allclose(on[1]["w"], off[1]["w"])  # exp(E) no longer passes gradient
+    # Without energy scaling there is no exp(E) to detach.
+    plain = dataclasses.replace(cfg, energy_scaled_step=False)
+    a = _chain_loss_and_grads(plain, params, energy, demo, rng)
+    b = _chain_loss_and_grads(dataclasses.replace(plain, detach_step_scale=True), params, energy, demo, rng)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+      np.testing.assert_allclose(x, y, rtol=1e-12)
+
+
+def test_inference_energy_from_the_last_step_or_exact():
+  """last_step: E at the final step's look-ahead point (free); exact: E at the returned actions."""
+  y0 = jnp.full((3, 16, 7), 0.7) * jnp.arange(1, 4)[:, None, None]
+  cfg = dataclasses.replace(PLAIN, max_steps=3, grad_norm_tol=0.0)
+  last = minimize_energy(quadratic, y0, cfg)
+  exact = minimize_energy(quadratic, y0, dataclasses.replace(cfg, inference_energy="exact"))
+  np.testing.assert_array_equal(last.actions, exact.actions)
+  np.testing.assert_allclose(exact.energy, quadratic(exact.actions), rtol=1e-6)
+  # Plain descent: the final step starts at y = actions / (1 - step K), where that step evaluated E.
+  np.testing.assert_allclose(last.energy, quadratic(last.actions / (1 - PLAIN.step_size * K)), rtol=1e-6)
+  with pytest.raises(ValueError, match="inference_energy must be one of"):
+    SamplerConfig(inference_energy="final")

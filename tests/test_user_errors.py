@@ -127,6 +127,9 @@ def _cases(root, data: str, workdir: str):
        ["--ebt_inference", "'mcmc-0'"]),
       ("latency with bad counts", ["-m", "ebt_jax.benchmarks.latency", "--runs=0", "--batch_sizes=1,-4"],
        ["2 invalid flags", "--runs=0", "['-4'] must be integers >= 1"]),
+      ("train_step with an unknown variant field", ["-m", "ebt_jax.benchmarks.train_step",
+                                                    "--variant=x:sampler.nope=1", "--runs=1"],
+       ["sampler.nope=1", "no field 'nope'"]),
       ("convert a missing file", ["-m", "ebt_jax.convert", "--from=robosuite", f"--in={root}/nope.hdf5",
                                   f"--out={root}/out.hdf5"], ["nope.hdf5"]),
   ]

@@ -121,9 +121,31 @@ def metric_vs_epochs(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: st
 
   ``curves``: {run name: eval_curve.jsonl records with ``epoch`` and ``metric``}.
   """
+  metric_vs(curves, path, "epoch", "training epochs (passes over the demo windows)", metric)
+
+
+def metric_vs_wall_clock(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: str,
+                         metric: str = "success_rate") -> None:
+  """``metric`` against training wall-clock minutes (``train_wall_s``: compilation included, evaluations
+  excluded), one line per run: what a user pays for a success rate. Records without it are skipped."""
+  minutes = {name: [dict(r, train_wall_min=r["train_wall_s"] / 60) for r in records if r.get("train_wall_s") is not None]
+             for name, records in curves.items()}
+  metric_vs(minutes, path, "train_wall_min", "training wall-clock, minutes (compilation included, evaluation excluded)",
+            metric)
+
+
+def metric_vs(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: str, x: str, xlabel: str,
+              metric: str = "success_rate") -> None:
+  """``metric`` against the record field ``x``, one line per run; a ``metric + "_ci95"`` [low, high]
+  in a record is drawn as an error bar."""
   fig, ax = plt.subplots(figsize=(6, 3.8))
   for name, records in curves.items():
-    pts = sorted((r["epoch"], r[metric]) for r in records if metric in r)
-    if pts:
-      ax.plot(*zip(*pts), marker="o", label=name)
-  _finish(fig, ax, path, "training epochs (passes over the demo windows)", metric)
+    rows = sorted((r[x], r[metric], r.get(f"{metric}_ci95")) for r in records if metric in r and x in r)
+    if not rows:
+      continue
+    xs, ys, cis = zip(*rows)
+    line, = ax.plot(xs, ys, marker="o", label=name)
+    if all(ci is not None for ci in cis):
+      err = [[y - lo for y, (lo, _) in zip(ys, cis)], [hi - y for y, (_, hi) in zip(ys, cis)]]
+      ax.errorbar(xs, ys, yerr=err, fmt="none", ecolor=line.get_color(), alpha=0.4, capsize=2)
+  _finish(fig, ax, path, xlabel, metric)
