@@ -135,7 +135,7 @@ def training_chain(energy_fn: StochasticEnergyFn, demo_actions: jax.Array, rng: 
   out, final_mse = step(sample, jax.lax.stop_gradient(velocity), num_steps - 1, keys[-1],
                         final=jnp.ones((batch,), bool))
   rows = jnp.arange(batch)
-  place = lambda per_step, last: jnp.concatenate([per_step, jnp.zeros((1, batch), per_step.dtype)]).at[
+  place = lambda per_step, last: jnp.concatenate([per_step.astype(last.dtype), jnp.zeros((1, batch), last.dtype)]).at[
       num_steps - 1, rows].set(last)
   return ChainOutput(loss=jnp.mean(final_mse), num_steps=num_steps, mse=place(mse, final_mse),
                      energy=place(energy, out.energy), grad_norm=place(grad_norm, out.grad_norm),
