@@ -69,7 +69,7 @@ class SamplerConfig:
       training (the authors never do; an option to cut one second-order path).
     remat_train_steps: ``jax.checkpoint`` each training MCMC step, so the backward pass recomputes a
       step's activations instead of storing them for every step: the same loss and gradients, less
-      memory; on the 2-core CPU also ~1.9x faster (README), since storing them costs more there.
+      memory; on the 2-core CPU also ~2x faster (README), since storing them costs more there.
     inference_energy: which energy a decision reports (``InferenceResult.energy``). "last_step"
       (default): E at the final MCMC step's look-ahead point, which that step computes anyway (the
       authors report nothing and run no extra pass); "exact": E at the returned actions, one extra
