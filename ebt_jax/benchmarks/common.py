@@ -6,6 +6,9 @@ import os
 import platform
 
 import jax
+import numpy as np
+
+from ebt_jax.data.normalization import MinMax, Normalizer
 
 
 def device_description() -> dict:
@@ -14,3 +17,10 @@ def device_description() -> dict:
   return {"platform": d.platform, "device_kind": d.device_kind, "num_devices": jax.device_count(),
           "host_cpus": os.cpu_count(), "host": platform.processor() or platform.machine(),
           "jax": jax.__version__}
+
+
+def unit_normalizer(obs_dim: int, action_dim: int) -> Normalizer:
+  """The identity normaliser on [-1, 1] (one obs key "obs" of width ``obs_dim``, ``action_dim`` actions)
+  for benchmarks that feed already-normalised random inputs."""
+  unit = lambda n: MinMax(-np.ones(n, np.float32), np.ones(n, np.float32))
+  return Normalizer(obs=unit(obs_dim), actions=unit(action_dim), obs_keys=("obs",), obs_key_dims=(obs_dim,))

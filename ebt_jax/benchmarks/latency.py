@@ -28,9 +28,8 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from ebt_jax import cli, compile_options, jsonio, policies, validation
-from ebt_jax.benchmarks.common import device_description
+from ebt_jax.benchmarks.common import device_description, unit_normalizer
 from ebt_jax.errors import ConfigError
-from ebt_jax.data.normalization import MinMax, Normalizer
 from ebt_jax.evaluation.policy import Policy
 from ebt_jax.training import checkpoint
 
@@ -61,9 +60,7 @@ def random_policy(config, policy: str, obs_dim: int, action_dim: int, seed: int 
   with config.unlocked():
     config.policy = policy
   model = policies.make(config, obs_dim, action_dim)
-  unit = lambda n: MinMax(-np.ones(n, np.float32), np.ones(n, np.float32))
-  normalizer = Normalizer(obs=unit(obs_dim), actions=unit(action_dim), obs_keys=("obs",), obs_key_dims=(obs_dim,))
-  return Policy.from_config(config, model, model.init(jax.random.PRNGKey(seed)), normalizer)
+  return Policy.from_config(config, model, model.init(jax.random.PRNGKey(seed)), unit_normalizer(obs_dim, action_dim))
 
 
 def time_decisions(policy: Policy, label: str, batch: int, runs: int, warmup: int) -> dict:

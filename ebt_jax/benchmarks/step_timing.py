@@ -11,16 +11,15 @@ import time
 
 import jax
 import numpy as np
-import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from ebt_jax import policies
+from ebt_jax.benchmarks.common import unit_normalizer
 from ebt_jax.data.demos import Demos, Episode
-from ebt_jax.data.normalization import MinMax, Normalizer
 from ebt_jax.data.windows import WindowDataset
 from ebt_jax.errors import ConfigError
 from ebt_jax.training import trainer
-from ebt_jax.training.train_step import init_train_state, make_optimizer, make_train_step
+from ebt_jax.training.train_step import apply_gradients, init_train_state, make_optimizer, make_train_step
 
 OBS_DIM, ACTION_DIM = 19, 7  # Lift low-dim
 
@@ -96,11 +95,9 @@ def synthetic_demos(num_episodes: int = 32, length: int = 60, seed: int = 0) -> 
   return Demos(path="synthetic", episodes=episodes, obs_keys=("obs",), obs_key_dims=(OBS_DIM,), env_args={})
 
 
-def _time(fn, args_of, runs: int, warmup: int) -> tuple[float, float, list[float]]:
-  """-> (first call seconds, i.e. compile + run; median ms; all ms) of ``fn(*args_of(i))``."""
-  t0 = time.perf_counter()
+def _time(fn, args_of, runs: int, warmup: int) -> tuple[float, list[float]]:
+  """-> (median ms, all ms) of ``runs`` calls ``fn(*args_of(i))`` after one call and ``warmup`` more."""
   jax.block_until_ready(fn(*args_of(0)))
-  first = time.perf_counter() - t0
   for i in range(warmup):
     jax.block_until_ready(fn(*args_of(1 + i)))
   times = []
@@ -109,7 +106,7 @@ def _time(fn, args_of, runs: int, warmup: int) -> tuple[float, float, list[float
     t0 = time.perf_counter()
     jax.block_until_ready(fn(*args))
     times.append((time.perf_counter() - t0) * 1e3)
-  return first, float(np.median(times)), times
+  return float(np.median(times)), times
 
 
 def _memory(compiled) -> dict:
@@ -142,7 +139,7 @@ def time_setting(config, name: str, batch: int, mesh, runs: int, warmup: int, br
   t0 = time.perf_counter()
   compiled = step.lower(state, batches[0], keys(0)).compile()
   compile_s = time.perf_counter() - t0
-  _, step_ms, all_ms = _time(compiled, lambda i: (state, batches[i % 2], keys(i)), runs, warmup)
+  step_ms, all_ms = _time(compiled, lambda i: (state, batches[i % 2], keys(i)), runs, warmup)
   row = {"setting": name, "policy": model.name, "batch": batch, "num_params": int(sum(
       x.size for x in jax.tree.leaves(state.params))), "compile_s": compile_s, "step_ms": step_ms,
          "p10_ms": float(np.percentile(all_ms, 10)), "p90_ms": float(np.percentile(all_ms, 90)),
@@ -156,23 +153,17 @@ def time_setting(config, name: str, batch: int, mesh, runs: int, warmup: int, br
   loss = jax.jit(lambda p, b, r: model.loss(p, b, r)[0])
   grad = jax.jit(lambda p, b, r: jax.value_and_grad(lambda q: model.loss(q, b, r)[0])(p))
   args = lambda i: (state.params, batches[i % 2], keys(i))
-  _, loss_ms, _ = _time(loss, args, runs, warmup)
-  _, grad_ms, _ = _time(grad, args, runs, warmup)
+  loss_ms, _ = _time(loss, args, runs, warmup)
+  grad_ms, _ = _time(grad, args, runs, warmup)
   grads = grad(*args(0))[1]
 
-  def update(state, grads):  # the train step's AdamW + EMA part (ebt_jax.training.train_step)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return params, optax.incremental_update(params, state.ema_params, 1e-3), opt_state
-
-  _, update_ms, _ = _time(jax.jit(update), lambda i: (state, grads), runs, warmup)
-  norm = Normalizer(obs=MinMax(-np.ones(OBS_DIM, np.float32), np.ones(OBS_DIM, np.float32)),
-                    actions=MinMax(-np.ones(ACTION_DIM, np.float32), np.ones(ACTION_DIM, np.float32)),
-                    obs_keys=("obs",), obs_key_dims=(OBS_DIM,))
+  update = jax.jit(lambda s, g: apply_gradients(s, g, tx, config.train))  # the train step's AdamW + EMA
+  update_ms, _ = _time(update, lambda i: (state, grads), runs, warmup)
+  norm = unit_normalizer(OBS_DIM, ACTION_DIM)
   h = config.horizon
   data = WindowDataset(synthetic_demos(), norm, h.obs, h.action, h.pred, seed=0)
   host = lambda i: jax.block_until_ready(jax.device_put(data.batch(i, batch), sharded))
-  _, host_ms, _ = _time(host, lambda i: (i,), runs, warmup)
+  host_ms, _ = _time(host, lambda i: (i,), runs, warmup)
   row["breakdown_ms"] = {"host_input": host_ms, "loss_forward": loss_ms, "backward_to_theta": grad_ms - loss_ms,
                          "optimizer_and_ema": update_ms}
   return row

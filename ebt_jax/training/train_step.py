@@ -60,6 +60,16 @@ def init_train_state(model: PolicyModel, tx: optax.GradientTransformation, rng: 
                     opt_state=tx.init(params))
 
 
+def apply_gradients(state: TrainState, grads, tx: optax.GradientTransformation, train_cfg) -> TrainState:
+  """One AdamW update of ``state.params`` with ``grads`` (a pytree like the params) and the EMA of the
+  result (decay ``ema_decay(state.step, ...)``); -> the new state, step + 1. No finiteness check."""
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  decay = ema_decay(state.step, train_cfg.ema_power, train_cfg.ema_max_decay)
+  ema_params = optax.incremental_update(params, state.ema_params, 1.0 - decay)
+  return TrainState(step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state)
+
+
 def make_train_step(model: PolicyModel, tx: optax.GradientTransformation,
                     train_cfg) -> Callable[[TrainState, dict[str, jax.Array], jax.Array], tuple[TrainState, Metrics]]:
   """Returns ``train_step(state, batch, rng) -> (state, metrics)`` (not yet jitted).
@@ -76,11 +86,7 @@ def make_train_step(model: PolicyModel, tx: optax.GradientTransformation,
     (loss, aux), grads = jax.value_and_grad(model.loss, has_aux=True)(state.params, batch, rng)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    decay = ema_decay(state.step, train_cfg.ema_power, train_cfg.ema_max_decay)
-    ema_params = optax.incremental_update(params, state.ema_params, 1.0 - decay)
-    new = TrainState(step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state)
+    new = apply_gradients(state, grads, tx, train_cfg)
     # Never train on a non-finite step: keep every array as it was, except the step counter.
     kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
     kept = kept.replace(step=state.step + 1)
