@@ -3,6 +3,8 @@
   python -m ebt_jax.main --config=configs/lift.py                 # CPU-sized default (~35 min on 2 cores)
   python -m ebt_jax.main --config=configs/lift.py:paper           # the paper's model and schedule
   python -m ebt_jax.main --config=configs/lift.py:truncated       # ~2x cheaper training, 6-step decisions
+  python -m ebt_jax.main --config=configs/lift.py:authors         # every choice of the authors' code, CPU size
+  python -m ebt_jax.main --config=configs/lift.py:paper_authors   # ... at the paper's size
   python -m ebt_jax.main --config=configs/lift.py --config.policy=diffusion   # Diffusion Policy baseline
   python -m ebt_jax.main --config=configs/lift.py --config.data.path=lift/ph/low_dim_v15.hdf5
 
@@ -13,14 +15,49 @@ Any field can be overridden with ``--config.<path>=<value>``. Sampler defaults a
 import ml_collections
 
 
+VARIANTS = ("cpu", "paper", "truncated", "authors", "paper_authors")
+
+
+def apply_authors(c: ml_collections.ConfigDict, robomimic: bool = True) -> None:
+  """Selects every choice of the authors' code (commit c5f5464; ../shared/docs/AUTHORS_EBT_SETTINGS.md)
+  where ebt-jax's default departs from it, leaving the model size and step count as they are:
+
+  1. one RMS over the whole sample tensor (the batch in training), at every MCMC step incl. the last;
+  2. raw actions and low-dim obs (robomimic only: raw OSC actions are already in [-1, 1]);
+  3. 6..10 training steps, one draw per batch;
+  4. causal obs encoder, cross-attention memory mask, learned zero-init obs positions, head biases;
+  5. horizon 700 (robomimic tasks), the maximum success over in-training evaluations reported and the
+     best checkpoint kept (every 500 steps here; they evaluate every 20 epochs);
+  6. lr 1e-4 after 500 warm-up steps, cosine over 900k steps (nearly constant over any run here).
+  """
+  c.sampler.presample_norm = "per_batch"
+  c.sampler.norm_final_step = True
+  if robomimic:
+    c.data.normalize_actions = False
+    c.data.normalize_obs = False
+  c.sampler.train_extra_steps = 4
+  c.sampler.train_steps_draw = "per_batch"
+  c.model.obs_pos_emb = "learned"
+  c.model.obs_causal_mask = True
+  c.model.cross_attn_mask = True
+  c.model.head_bias = True
+  if robomimic:
+    c.eval.horizon = 700
+  c.eval.every_steps = max(c.train.num_steps // 4, 1)
+  c.train.learning_rate = 1e-4
+  c.train.warmup_steps = 500
+  c.train.decay_steps = 900_000
+
+
 def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
-  """variant: ``cpu`` (default, sized for a 2-core CPU), ``paper`` (8 layers, width 256, 4 heads) or
+  """variant: ``cpu`` (default, sized for a 2-core CPU), ``paper`` (8 layers, width 256, 4 heads),
   ``truncated`` (the CPU size trained with the authors' truncated chain, decisions capped at 6 MCMC steps:
   on the built-in demos 0.94 success after 2.0 training minutes instead of 4.6, each decision ~3x the
-  cost of the default's 2 steps; README "What an EBT step costs")."""
-  if variant not in ("cpu", "paper", "truncated"):
-    raise ValueError(f"unknown variant {variant!r}: use configs/lift.py, configs/lift.py:paper or "
-                     "configs/lift.py:truncated")
+  cost of the default's 2 steps; README "What an EBT step costs"), ``authors`` (the CPU size with every
+  choice of the authors' code, ``apply_authors``) or ``paper_authors`` (the same at the paper's size)."""
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown variant {variant!r}: use configs/lift.py or configs/lift.py:<variant>, "
+                     f"variant one of {VARIANTS[1:]}")
   c = ml_collections.ConfigDict()
   c.name = "lift"  # default run directory: workdir/<name> (EBT), workdir/<name>_<policy> otherwise
   c.seed = 0
@@ -39,6 +76,13 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   c.data.collect_seed = 0  # demo k is reset with seed collect_seed * 1_000_000 + k
   c.data.action_noise = 0.2  # DART noise on executed expert position actions (ebt_jax/collect.py)
   c.data.collect_backend = "robosuite"  # robosuite | mjx (batched, fast on GPU: ebt_jax/collect_mjx.py)
+  # How the scripted operator behaves (ebt_jax/envs/lift_styles.py): scripted | varied (other paths,
+  # grasp heights, speeds) | hesitant (pauses, slow-downs) | teleop (both + jitter; the hardest).
+  c.data.demo_style = "scripted"
+  # Min-max normalise each dimension to [-1, 1] (False: raw; the authors train on raw OSC actions, which
+  # robosuite already bounds to [-1, 1], and raw low-dim obs). Fitted on the demos, saved with checkpoints.
+  c.data.normalize_actions = True
+  c.data.normalize_obs = True
 
   # Horizons (control steps at 20 Hz): observation To, action (executed) Ta, prediction Tp.
   c.horizon = ml_collections.ConfigDict()
@@ -54,6 +98,11 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   c.model.num_heads = 4
   c.model.mlp_ratio = 1.0
   c.model.attn_dropout = 0.0
+  # The authors' trunk choices (ebt_jax/models/backbone.py); off by default.
+  c.model.obs_pos_emb = "sincos"  # sincos | learned (zero-init, the authors')
+  c.model.obs_causal_mask = False  # obs token s attends to obs tokens <= s
+  c.model.cross_attn_mask = False  # action token t attends to obs tokens <= t (authors' memory mask)
+  c.model.head_bias = False  # biases in the energy head's MLP
 
   # MCMC sampler (ebt_jax/samplers/mcmc.py: SamplerConfig), paper Table 1 / authors' code.
   c.sampler = ml_collections.ConfigDict()
@@ -64,10 +113,15 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   c.sampler.max_log_step_scale = 20.0  # overflow guard on exp(E)
   c.sampler.momentum = 0.9  # Nesterov mu
   c.sampler.normalize_samples = True  # RMSNorm pre-sample normalisation
+  # Which elements share one RMS: per_step (each prediction step's A dims) | per_sample ([Tp, A]) |
+  # per_batch (the whole [B, Tp, A] tensor in training, the authors'; per sample in decisions).
+  c.sampler.presample_norm = "per_step"
+  c.sampler.norm_final_step = False  # also normalise before the final MCMC step (the authors do)
   c.sampler.norm_eps = 1e-6
   c.sampler.init_std = 1.0  # y_0 ~ N(0, I)
   c.sampler.train_steps = 6  # base MCMC steps in training
-  c.sampler.train_extra_steps = 3  # + U{0..3}
+  c.sampler.train_extra_steps = 3  # + U{0..3} (the authors' code: U{0..4})
+  c.sampler.train_steps_draw = "per_sample"  # per_sample | per_batch (one draw per batch, the authors')
   c.sampler.langevin_sigma_max = 0.2
   c.sampler.langevin_sigma_min = 0.002
   c.sampler.max_steps = 2  # inference cap N (Table 1 allows up to 20)
@@ -94,6 +148,7 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   c.train.num_steps = 2000
   c.train.learning_rate = 5e-4
   c.train.warmup_steps = 100
+  c.train.decay_steps = 0  # the cosine reaches 0 here; 0 = at num_steps (the authors: 900_000)
   c.train.weight_decay = 1e-6  # robomimic's L2 for the authors' AdamW
   c.train.grad_clip_norm = 1.0
   c.train.ema_power = 0.75  # EMA decay 1 - (1 + step)^-power, capped (diffusers EMAModel, as the authors)
@@ -122,6 +177,8 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   c.eval.use_ema = True
   c.eval.every_steps = 0  # also evaluate every this many training steps (eval_curve.jsonl); 0 = off
   c.eval.plot_episodes = 4  # episodes per column in energy_vs_step.png
+  # eval.json's best_over_training and checkpoints/best rank evaluations by this eval.json field.
+  c.eval.best_metric = "success_rate"
 
   if variant == "truncated":
     # Only the final MCMC step of a training chain is differentiated (authors' truncate_mcmc), so a
@@ -131,7 +188,7 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
     c.sampler.truncate_chain = True
     c.sampler.max_steps = 6
     c.eval.max_steps_sweep = (2, 4, 8)
-  if variant == "paper":
+  if variant in ("paper", "paper_authors"):
     c.model.width = 256
     c.model.num_layers = 8
     c.model.num_obs_layers = 8
@@ -140,4 +197,7 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
     c.train.num_steps = 100_000
     c.train.learning_rate = 1e-4
     c.train.warmup_steps = 500
+  if variant in ("authors", "paper_authors"):
+    c.name = "lift_" + variant
+    apply_authors(c)
   return c

@@ -25,11 +25,15 @@ from configs import lift
 
 
 def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
-  """variant: ``cpu`` (default, <= 60 min on a 2-core CPU) or ``paper`` (the paper-sized model, GPU)."""
-  if variant not in ("cpu", "paper"):
-    raise ValueError(f"unknown variant {variant!r}: use configs/pusht.py or configs/pusht.py:paper")
-  c = lift.get_config(variant)  # sampler, optimiser and model defaults are shared; the task fields differ
-  c.name = "pusht"  # default run directory: workdir/pusht
+  """variant: ``cpu`` (default, <= 60 min on a 2-core CPU), ``paper`` (the paper-sized model, GPU),
+  ``authors`` / ``paper_authors`` (``lift.apply_authors`` at either size, except what only applies to
+  robomimic: actions stay normalised (Push-T's are pixel targets, 0..512) and the horizon stays 300)."""
+  if variant not in ("cpu", "paper", "authors", "paper_authors"):
+    raise ValueError(f"unknown variant {variant!r}: use configs/pusht.py or configs/pusht.py:<variant>, "
+                     "variant one of paper, authors, paper_authors")
+  size = "paper" if variant.startswith("paper") else "cpu"
+  c = lift.get_config(size)  # sampler, optimiser and model defaults are shared; the task fields differ
+  c.name = "pusht" if variant == "cpu" else f"pusht_{variant}"  # default run directory: workdir/pusht
 
   c.data = ml_collections.ConfigDict()
   c.data.path = ""  # required: the pusht_cchi_v7_replay.zarr directory
@@ -38,6 +42,8 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   c.data.derived_obs = "pusht"  # observations from data/state, as gym-pusht computes them
   c.data.action_key = "action"
   c.data.filter_key = ""
+  c.data.normalize_actions = True
+  c.data.normalize_obs = True
 
   # Horizons in env steps at 10 Hz (Diffusion Policy's Push-T: To 2, Ta 8, Tp 16).
   c.horizon.obs = 2
@@ -59,10 +65,15 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   c.eval.use_ema = True
   c.eval.every_steps = 500  # also evaluate (default inference) every this many training steps; 0 = off
   c.eval.plot_episodes = 4  # episodes per column in energy_vs_step.png
+  c.eval.best_metric = "mean_max_coverage"  # what best_over_training and checkpoints/best rank by
 
-  if variant == "paper":
+  if size == "paper":
     c.train.batch_size = 256
     c.train.num_steps = 100_000
     c.train.checkpoint_every = 5000
     c.eval.every_steps = 5000
+  if variant in ("authors", "paper_authors"):
+    every = c.eval.every_steps
+    lift.apply_authors(c, robomimic=False)
+    c.eval.every_steps = every
   return c

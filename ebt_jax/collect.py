@@ -2,10 +2,12 @@ r"""Collects scripted-expert demonstrations in robosuite into a robomimic-format
 
   python -m ebt_jax.collect --task=lift --num_demos=200 --out=/tmp/lift_scripted.hdf5
   python -m ebt_jax.collect --task=lift --num_demos=200 --out=/tmp/lift_mjx.hdf5 --backend=mjx
+  python -m ebt_jax.collect --task=lift --style=teleop --action_noise=0 --out=/tmp/lift_teleop.hdf5
 
 Attempt k is reset with seed ``seed * 1_000_000 + k``; only successful episodes are kept (each demo
-stores its ``seed`` attribute), so the file is a deterministic function of (task, num_demos, seed,
-action_noise). Each demo ends at the first env step at which the task succeeds. The executed position
+stores its ``seed`` attribute), so the file is a deterministic function of (task, style, num_demos,
+seed, action_noise). ``--style`` picks how the scripted operator behaves (``ebt_jax.envs.lift_styles``:
+scripted, varied, hesitant, teleop; robosuite backend only). Each demo ends at the first env step at which the task succeeds. The executed position
 actions are perturbed with small Gaussian noise (DART) while ``actions`` keeps the expert's labels;
 see ``collect_episode``. 90% / 10% of the demos form the ``mask/train`` / ``mask/valid`` splits, as
 in robomimic's datasets.
@@ -23,9 +25,9 @@ from ebt_jax import cli, paths
 from ebt_jax.data.robomimic_hdf5 import RawDemo, train_valid_masks, write_demos
 from ebt_jax.envs import robosuite_env
 from ebt_jax.errors import ConfigError
-from ebt_jax.envs.lift_expert import LiftExpert
+from ebt_jax.envs import lift_styles
 
-TASKS = {"lift": (robosuite_env.lift_env_args, LiftExpert)}
+TASKS = {"lift": (robosuite_env.lift_env_args, lift_styles.StyledOperator)}
 BACKENDS = ("robosuite", "mjx")  # one episode at a time / batched in MJX (ebt_jax/collect_mjx.py)
 SEED_STRIDE = 1_000_000
 # Std of the DART noise on executed position actions (1 = 0.05 m per step, so 0.2 = 1 cm). Measured on
@@ -37,6 +39,9 @@ DEFAULT_ACTION_NOISE = 0.2
 def collect_episode(env, expert, seed: int, horizon: int, action_noise: float = 0.0) -> RawDemo | None:
   """Runs the expert from the initial state of ``seed``; -> the demo, or None if it failed.
 
+  ``expert``: a ``lift_styles.StyledOperator`` (``reset(seed)``, then obs -> commanded action [7]); its
+  commanded action is the demo's label.
+
   With ``action_noise`` > 0 the env executes the expert's action plus N(0, action_noise^2) on the three
   position dimensions (orientation noise would accumulate: OSC deltas are relative to the achieved
   pose and the expert only corrects yaw), clipped to [-1, 1], from a generator seeded by ``seed``; the demo
@@ -45,7 +50,7 @@ def collect_episode(env, expert, seed: int, horizon: int, action_noise: float = 
   learned policy makes and show how the expert corrects them.
   """
   obs = robosuite_env.reset(env, seed)
-  expert.reset()
+  expert.reset(seed)
   noise_rng = np.random.default_rng(seed)
   model_file = env.sim.model.get_xml()
   observations, actions, executed, states = [], [], [], []
@@ -67,14 +72,14 @@ def collect_episode(env, expert, seed: int, horizon: int, action_noise: float = 
       return RawDemo(obs={k: np.stack([o[k] for o in observations]) for k in observations[0]},
                      actions=np.stack(actions), rewards=rewards, dones=(rewards > 0).astype(np.int64),
                      states=np.stack(states), model_file=model_file,
-                     attrs={"seed": seed, "action_noise": action_noise},
+                     attrs={"seed": seed, "action_noise": action_noise, "style": expert.style_name},
                      extra={"executed_actions": np.stack(executed)})
   return None
 
 
 def collect(task: str, num_demos: int, out: str, seed: int = 0, horizon: int = 400,
             action_noise: float = DEFAULT_ACTION_NOISE, max_attempts: int | None = None,
-            backend: str = "robosuite", batch_size: int = 256) -> str:
+            backend: str = "robosuite", batch_size: int = 256, style: str = lift_styles.DEFAULT_STYLE) -> str:
   """Writes ``num_demos`` successful expert demos of ``task`` to ``out`` (robomimic HDF5).
 
   Args:
@@ -89,10 +94,12 @@ def collect(task: str, num_demos: int, out: str, seed: int = 0, horizon: int = 4
     backend: ``robosuite`` (one episode at a time) or ``mjx`` (``batch_size`` episodes per jitted call;
       ``ebt_jax.collect_mjx``).
     batch_size: MJX episodes per call (CPU: keep <= 256).
+    style: operator behaviour, a name of ``lift_styles.STYLES`` (non-default styles: robosuite only).
 
   Raises:
-    ConfigError: unknown task or backend, ``num_demos`` < 1, negative ``action_noise``, or ``out`` not
-      writable: all checked before the first episode.
+    ConfigError: unknown task, backend or style, a non-default style with the MJX backend,
+      ``num_demos`` < 1, negative ``action_noise``, or ``out`` not writable: all checked before the
+      first episode.
     RuntimeError: fewer than ``num_demos`` successes within ``max_attempts``.
   """
   problems = []
@@ -100,6 +107,11 @@ def collect(task: str, num_demos: int, out: str, seed: int = 0, horizon: int = 4
     problems.append(f"task={task!r}: must be one of {sorted(TASKS)}")
   if backend not in BACKENDS:
     problems.append(f"backend={backend!r}: must be one of {BACKENDS}")
+  if style not in lift_styles.STYLES:
+    problems.append(f"style={style!r}: must be one of {sorted(lift_styles.STYLES)}")
+  elif style != lift_styles.DEFAULT_STYLE and backend == "mjx":
+    problems.append(f"style={style!r}: the MJX collector runs the {lift_styles.DEFAULT_STYLE!r} expert only; "
+                    "use backend='robosuite'")
   if num_demos < 1:
     problems.append(f"num_demos={num_demos}: must be an integer >= 1")
   if action_noise < 0:
@@ -121,7 +133,7 @@ def collect(task: str, num_demos: int, out: str, seed: int = 0, horizon: int = 4
                  stats["wall_time_s"])
     return out
   env = robosuite_env.make_env(env_args)
-  expert = make_expert()
+  expert = make_expert(style)
   max_attempts = max_attempts or 2 * num_demos
   demos, attempt = [], 0
   with tqdm.tqdm(total=num_demos, desc=f"collect {task}", unit="demo") as bar:
@@ -135,8 +147,8 @@ def collect(task: str, num_demos: int, out: str, seed: int = 0, horizon: int = 4
         bar.update(1)
   write_demos(out, demos, env_args, train_valid_masks(num_demos))
   lengths = [len(d.actions) for d in demos]
-  logging.info("wrote %d %s demos (%d/%d attempts succeeded, %.1f +- %.1f steps) to %s", num_demos, task,
-               num_demos, attempt, np.mean(lengths), np.std(lengths), out)
+  logging.info("wrote %d %s %s demos (%d/%d attempts succeeded, %.1f +- %.1f steps) to %s", num_demos, style,
+               task, num_demos, attempt, np.mean(lengths), np.std(lengths), out)
   return out
 
 
@@ -146,22 +158,26 @@ def default_cache_dir() -> str:
 
 
 def cached_dataset(task: str, num_demos: int, seed: int, action_noise: float, cache_dir: str = "",
-                   backend: str = "robosuite") -> str:
-  """Path of the built-in dataset in the cache, collecting it first (with ``backend``) if it is not there yet."""
+                   backend: str = "robosuite", style: str = lift_styles.DEFAULT_STYLE) -> str:
+  """Path of the built-in dataset in the cache, collecting it first (with ``backend``) if it is not there yet.
+
+  The file name holds every setting the file depends on (``lift_<style>[_mjx]_n<N>_seed<S>_noise<X>.hdf5``).
+  """
   tag = "" if backend == "robosuite" else f"_{backend}"
-  name = f"{task}_scripted{tag}_n{num_demos}_seed{seed}_noise{action_noise:g}.hdf5"
+  name = f"{task}_{style}{tag}_n{num_demos}_seed{seed}_noise{action_noise:g}.hdf5"
   path = os.path.join(cache_dir or default_cache_dir(), name)
   if not os.path.exists(path):
     logging.info("no dataset given (config.data.path): collecting %d scripted %s demos into %s",
                  num_demos, task, path)
-    collect(task, num_demos, path, seed, action_noise=action_noise, backend=backend)
+    collect(task, num_demos, path, seed, action_noise=action_noise, backend=backend, style=style)
   return path
 
 
 def main(argv):
   del argv  # cli.run refuses positional arguments
   f = flags.FLAGS
-  collect(f.task, f.num_demos, f.out, f.seed, f.horizon, f.action_noise, backend=f.backend, batch_size=f.batch_size)
+  collect(f.task, f.num_demos, f.out, f.seed, f.horizon, f.action_noise, backend=f.backend, batch_size=f.batch_size,
+          style=f.style)
 
 
 def define_flags() -> None:
@@ -176,6 +192,8 @@ def define_flags() -> None:
   flags.DEFINE_float("action_noise", DEFAULT_ACTION_NOISE, "DART noise std on executed position actions.")
   flags.DEFINE_enum("backend", "robosuite", list(BACKENDS), "Simulator: robosuite (serial) or MJX (batched).")
   flags.DEFINE_integer("batch_size", 256, "MJX episodes per jitted call.")
+  flags.DEFINE_enum("style", lift_styles.DEFAULT_STYLE, sorted(lift_styles.STYLES),
+                    "Operator behaviour (ebt_jax/envs/lift_styles.py); robosuite backend only.")
   for name, low in (("num_demos", 1), ("seed", 0), ("horizon", 1), ("action_noise", 0), ("batch_size", 1)):
     cli.at_least(name, low)
   cli.output_file("out")

@@ -13,6 +13,14 @@ r"""EBT-Policy (or the Diffusion Policy baseline) end to end: demonstrations -> 
    policy's default inference (EBT: ``mcmc-<sampler.max_steps>``; diffusion: ``diffusion.inference``) and
    each label of its sweep (EBT: ``eval.max_steps_sweep``; diffusion: ``diffusion.eval_sweep``); results in
    ``<workdir>/eval.json``, figures ``energy_vs_step.png`` (EBT) and, with a curve, ``coverage_vs_steps.png``.
+   eval.json's ``success_rate`` is the final checkpoint's; ``best_over_training`` is the maximum of
+   ``eval.best_metric`` over the evaluations during training and the final one (the paper's protocol),
+   whose checkpoint is kept in ``<workdir>/checkpoints/best``.
+
+``config.seed`` drives every random stream of a run: parameter init, the train steps' randomness
+(MCMC / diffusion noise, dropout) and the order of the training batches; decisions at evaluation draw
+from ``PRNGKey(seed + 1)``. The episodes' initial states are fixed by ``eval.seed + k``, the same for
+every seed, and the built-in demos by ``data.collect_seed``.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from ebt_jax.envs import pusht, robosuite_env
 from ebt_jax.errors import ConfigError
 from ebt_jax.evaluation import plots, robosuite_eval
 from ebt_jax.evaluation.policy import Policy
-from ebt_jax.training import trainer, workdir as workdir_lib
+from ebt_jax.training import checkpoint, trainer, workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/lift.py.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "", "Run directory (checkpoints, metrics, eval.json); "
@@ -58,7 +66,8 @@ def dataset_path(config) -> str:
   if config.data.get("builtin", "") != "lift_scripted":
     raise ConfigError("data.path is empty and this config has no built-in dataset: pass --config.data.path=<dataset>")
   return collect.cached_dataset("lift", config.data.num_demos, config.data.collect_seed,
-                                config.data.action_noise, config.data.cache_dir, config.data.collect_backend)
+                                config.data.action_noise, config.data.cache_dir, config.data.collect_backend,
+                                config.data.get("demo_style", "scripted"))
 
 
 def default_workdir(config) -> str:
@@ -137,6 +146,27 @@ def _eval_during_training(config, env_args: dict) -> trainer.EvalFn | None:
   return evaluate
 
 
+def best_over_training(config, workdir: str, result: dict, state, normalizer) -> dict:
+  """eval.json's ``best_over_training``: the highest ``eval.best_metric`` over the evaluations during
+  training (``eval_curve.jsonl``) and the final one, {metric, value, step, epoch, num_evaluations,
+  checkpoint}. If the final evaluation is the best of a run that evaluated during training, its state
+  is saved to ``checkpoints/best`` too (the trainer saved the earlier bests)."""
+  metric = config.eval.get("best_metric", "success_rate")
+  curve = trainer.read_curve(workdir)
+  final = {"step": int(state.step), "epoch": result["train_epochs"], metric: result.get(metric)}
+  best = trainer.best_evaluation(curve + [final], metric)
+  if best is None:
+    return {"metric": metric, "value": None, "step": None, "num_evaluations": 0, "checkpoint": None}
+  in_training = trainer.best_evaluation(curve, metric)
+  if curve and best is final and (in_training is None or final[metric] > in_training[metric]):
+    mngr = checkpoint.best_manager(workdir)
+    checkpoint.save(mngr, final["step"], state, normalizer, json.loads(config.to_json_best_effort()))
+    mngr.close()
+  best_dir = os.path.join(checkpoint.checkpoint_dir(workdir), checkpoint.BEST_DIR, str(best["step"]))
+  return {"metric": metric, "value": best[metric], "step": best["step"], "epoch": best.get("epoch"),
+          "num_evaluations": len(curve) + 1, "checkpoint": best_dir if os.path.isdir(best_dir) else None}
+
+
 def write_plots(config, workdir: str, result: dict) -> None:
   """``energy_vs_step.png`` from eval.json's episodes (policies with an energy); ``coverage_vs_steps.png``
   from the curve, if any."""
@@ -186,11 +216,12 @@ def _run(config, workdir: str, skip_eval: bool) -> dict | None:
                 train_epochs=trainer.epochs(config, demos, int(state.step)),
                 train_wall_s=trainer.train_wall_s(workdir),
                 wall_time_s={"data_and_train": t_train - t0, "eval": time.time() - t_train})
+  result["best_over_training"] = best_over_training(config, workdir, result, state, normalizer)
   jsonio.write(os.path.join(workdir, EVAL_FILE), result)
   if config.eval.get("every_steps", 0):
     trainer.append_record(os.path.join(workdir, trainer.CURVE_FILE), {
         "step": int(state.step), "epoch": result["train_epochs"],
-        **{k: v for k, v in result.items() if k not in ("episodes", "by_inference", "train_epochs")}})
+        **{k: v for k, v in result.items() if k not in ("episodes", "by_inference", "train_epochs", "best_over_training")}})
   write_plots(config, workdir, result)
   summary = {k: v for k, v in result.items() if k not in ("episodes",)}
   print(jsonio.dumps(summary, indent=1))

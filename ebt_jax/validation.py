@@ -30,16 +30,20 @@ from absl import logging
 from ebt_jax import collect, paths
 from ebt_jax.data.datasets import DERIVED_OBS
 from ebt_jax.data.demos import Demos
+from ebt_jax.envs import lift_styles
 from ebt_jax.errors import ConfigError, DatasetError
 from ebt_jax.policies import POLICIES
 from ebt_jax.policies.base import parse_inference
-from ebt_jax.samplers.mcmc import INFERENCE_ENERGIES
+from ebt_jax.models.backbone import OBS_POS_EMBS
+from ebt_jax.samplers.mcmc import INFERENCE_ENERGIES, PRESAMPLE_NORMS, TRAIN_STEPS_DRAWS
 
 EVAL_BACKENDS = ("robosuite", "mjx", "gym_pusht")
 SIM_BACKENDS = ("robosuite", "mjx")  # evaluate in the env described by the dataset's env_args
 MJX_INITIAL_STATES = ("robosuite", "sampled")
 BUILTIN_DATASETS = ("", "lift_scripted")  # data.builtin: what an empty data.path means ("" = nothing)
 DIFFUSION_SAMPLERS = ("ddpm", "ddim")
+BEST_METRICS = ("success_rate", "mean_max_coverage", "mean_max_score")  # eval.json fields to rank checkpoints by
+RAW_ACTION_TOLERANCE = 1e-3  # raw actions may exceed [-1, 1] by this much (float32 rounding of stored data)
 PUSHT_ACTION_DIM = 2  # gym-pusht: agent target (x, y) in px
 
 
@@ -143,6 +147,9 @@ FIELDS: tuple[Field, ...] = (
     Field("data.collect_seed", _I, low=0, when=_collects),
     Field("data.action_noise", _F, low=0, high=1, when=_collects),
     Field("data.collect_backend", _S, choices=collect.BACKENDS, when=_collects),
+    Field("data.demo_style", _S, choices=tuple(sorted(lift_styles.STYLES)), when=_collects),
+    Field("data.normalize_actions", _B),
+    Field("data.normalize_obs", _B),
     Field("horizon.obs", _I, low=1),
     Field("horizon.action", _I, low=1),
     Field("horizon.pred", _I, low=1),
@@ -152,6 +159,10 @@ FIELDS: tuple[Field, ...] = (
     Field("model.num_heads", _I, low=1),
     Field("model.mlp_ratio", _F, low=0, low_open=True),
     Field("model.attn_dropout", _F, low=0, high=1, high_open=True),
+    Field("model.obs_pos_emb", _S, choices=OBS_POS_EMBS),
+    Field("model.obs_causal_mask", _B),
+    Field("model.cross_attn_mask", _B),
+    Field("model.head_bias", _B),
     Field("sampler.step_size", _F, low=0, low_open=True, when=_ebt),
     Field("sampler.step_size_randomization", _F, low=1, when=_ebt),
     Field("sampler.energy_scaled_step", _B, when=_ebt),
@@ -159,10 +170,13 @@ FIELDS: tuple[Field, ...] = (
     Field("sampler.max_log_step_scale", _F, low=0, low_open=True, high=88, when=_ebt),
     Field("sampler.momentum", _F, low=0, high=1, high_open=True, when=_ebt),
     Field("sampler.normalize_samples", _B, when=_ebt),
+    Field("sampler.presample_norm", _S, choices=PRESAMPLE_NORMS, when=_ebt),
+    Field("sampler.norm_final_step", _B, when=_ebt),
     Field("sampler.norm_eps", _F, low=0, low_open=True, when=_ebt),
     Field("sampler.init_std", _F, low=0, low_open=True, when=_ebt),
     Field("sampler.train_steps", _I, low=1, when=_ebt),
     Field("sampler.train_extra_steps", _I, low=0, when=_ebt),
+    Field("sampler.train_steps_draw", _S, choices=TRAIN_STEPS_DRAWS, when=_ebt),
     Field("sampler.langevin_sigma_max", _F, low=0, when=_ebt),
     Field("sampler.langevin_sigma_min", _F, low=0, when=_ebt),
     Field("sampler.max_steps", _I, low=1, when=_ebt),
@@ -177,6 +191,7 @@ FIELDS: tuple[Field, ...] = (
     Field("train.num_steps", _I, low=1),
     Field("train.learning_rate", _F, low=0, low_open=True, why=" (the peak of the warm-up + cosine schedule)"),
     Field("train.warmup_steps", _I, low=0),
+    Field("train.decay_steps", _I, low=0, why=" (0: the cosine ends at train.num_steps)"),
     Field("train.weight_decay", _F, low=0),
     Field("train.grad_clip_norm", _F, low=0, low_open=True),
     Field("train.ema_power", _F, low=0, low_open=True),
@@ -197,6 +212,7 @@ FIELDS: tuple[Field, ...] = (
     Field("eval.use_ema", _B),
     Field("eval.every_steps", _I, low=0),
     Field("eval.plot_episodes", _I, low=0),
+    Field("eval.best_metric", _S, choices=BEST_METRICS),
 )
 
 
@@ -234,6 +250,10 @@ def _cross_field_problems(config, workdir: str | None, num_devices: int | None, 
     if problem:
       out.append(f"data.cache_dir={data.get('cache_dir', '')!r} (the built-in demos are collected into "
                  f"{cache_dir}): {problem}")
+  if (_collects(config) and data.get("demo_style", lift_styles.DEFAULT_STYLE) != lift_styles.DEFAULT_STYLE
+      and data.get("collect_backend", "robosuite") == "mjx"):
+    out.append(f"data.demo_style={data.demo_style!r}: the MJX collector runs the "
+               f"{lift_styles.DEFAULT_STYLE!r} expert only; use data.collect_backend='robosuite'")
   h = config.horizon
   if all(isinstance(h.get(k), int) and h.get(k) >= 1 for k in ("obs", "action", "pred")) and (
       h.action > h.pred - h.obs + 1):
@@ -332,7 +352,8 @@ def check_dataset(config, demos: Demos, skip_eval: bool = False) -> None:
   repeating the last action: fine for a few, a sign of a wrong dataset or horizon for many).
 
   Raises:
-    ConfigError: ``eval.backend`` robosuite / mjx on a dataset without ``env_args`` (nothing to evaluate
+    ConfigError: ``data.normalize_actions`` false on actions outside [-1, 1]; ``eval.backend``
+      robosuite / mjx on a dataset without ``env_args`` (nothing to evaluate
       in), MJX on a task other than Lift, gym_pusht on a dataset whose actions are not 2-D.
     DatasetError: robosuite cannot build the env the dataset's ``env_args`` describe, or its action width
       differs from the demos' (built once here, seconds, instead of failing after training).
@@ -344,6 +365,13 @@ def check_dataset(config, demos: Demos, skip_eval: bool = False) -> None:
     logging.warning("%s: %d of %d demos are shorter than the prediction horizon horizon.pred=%d; their action "
                     "chunks are padded with the last action: %s", demos.path, len(short), len(demos.episodes), pred,
                     listed)
+  if not config.data.get("normalize_actions", True):
+    lo = min(float(e.actions.min()) for e in demos.episodes)
+    hi = max(float(e.actions.max()) for e in demos.episodes)
+    if lo < -1 - RAW_ACTION_TOLERANCE or hi > 1 + RAW_ACTION_TOLERANCE:
+      raise ConfigError(f"data.normalize_actions=False trains on raw actions, which must already lie in [-1, 1] "
+                        f"(the space both policies sample in), but {demos.path}: "
+                        f"'actions' span [{lo:g}, {hi:g}]; set data.normalize_actions=True")
   if skip_eval:
     return
   backend, problems = config.eval.backend, []

@@ -22,5 +22,4 @@ def device_description() -> dict:
 def unit_normalizer(obs_dim: int, action_dim: int) -> Normalizer:
   """The identity normaliser on [-1, 1] (one obs key "obs" of width ``obs_dim``, ``action_dim`` actions)
   for benchmarks that feed already-normalised random inputs."""
-  unit = lambda n: MinMax(-np.ones(n, np.float32), np.ones(n, np.float32))
-  return Normalizer(obs=unit(obs_dim), actions=unit(action_dim), obs_keys=("obs",), obs_key_dims=(obs_dim,))
+  return Normalizer(obs=MinMax.identity(obs_dim), actions=MinMax.identity(action_dim), obs_keys=("obs",), obs_key_dims=(obs_dim,))

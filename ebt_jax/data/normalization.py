@@ -1,7 +1,9 @@
 """Min-max normalisation of actions and low-dim observations to [-1, 1].
 
 The statistics are fitted on the training demos, saved with every checkpoint (``to_dict``) and applied
-at evaluation, so a policy always sees inputs in the space it was trained in.
+at evaluation, so a policy always sees inputs in the space it was trained in. ``MinMax.identity`` is
+the map for data used raw (``config.data.normalize_actions`` / ``normalize_obs`` false: the authors
+train on raw robosuite OSC actions, already in [-1, 1], and raw low-dim observations).
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ class MinMax:
     if not np.all(np.isfinite(x)):
       raise ValueError("MinMax.fit got NaN or inf values")
     return cls(low=x.min(0).astype(np.float32), high=x.max(0).astype(np.float32))
+
+  @classmethod
+  def identity(cls, dim: int) -> "MinMax":
+    """The identity map on ``dim`` dimensions (range [-1, 1]): for data used in raw units."""
+    return cls(low=-np.ones(dim, np.float32), high=np.ones(dim, np.float32))
 
   def _scale_offset(self, xp):
     low, high = xp.asarray(self.low), xp.asarray(self.high)

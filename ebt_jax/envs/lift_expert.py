@@ -33,6 +33,7 @@ class ExpertConfig:
     grasp_steps: control steps spent closing the gripper (robosuite's gripper moves 0.2 of its
       range per step, so 10 steps close it fully).
     max_descend_steps: the descent ends after this many steps even if the target is not reached.
+    grasp_height: where the fingers close, metres above the cube centre (negative: below it).
   """
   hover_height: float = 0.06
   lift_height: float = 0.12
@@ -40,6 +41,7 @@ class ExpertConfig:
   yaw_gain: float = 4.0
   grasp_steps: int = 12
   max_descend_steps: int = 40
+  grasp_height: float = -0.005
 
 
 @struct.dataclass
@@ -80,7 +82,7 @@ def expert_step(cfg: ExpertConfig, state: ExpertState, obs: Mapping[str, Any], x
   approach_err = approach_target - eef
   approach_done = ((xp.linalg.norm(approach_err[:2]) < 0.006) & (xp.abs(approach_err[2]) < 0.015)
                    & (xp.abs(yaw_err) < 0.05))
-  descend_target = cube + xp.asarray([0.0, 0.0, -0.005])
+  descend_target = cube + xp.asarray([0.0, 0.0, cfg.grasp_height])
   descend_done = (xp.linalg.norm(descend_target - eef) < 0.008) | (steps > cfg.max_descend_steps)
   grasp_done = steps >= cfg.grasp_steps
   lift_target = xp.stack([cube[0], cube[1], state.cube_start[2] + cfg.lift_height])

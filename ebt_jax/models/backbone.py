@@ -1,10 +1,15 @@
 """The transformer trunk shared by every policy head (EBT energy head, diffusion noise head).
 
-  obs [B, To, obs_dim] -> Dense -> + sin-cos(To) -> ``num_obs_layers`` pre-RMSNorm self-attention blocks
-  -> obs tokens [B, To, D]                                                  (``encode``; EBT Alg. 1 line 2)
+  obs [B, To, obs_dim] -> Dense -> + position embedding(To) -> ``num_obs_layers`` pre-RMSNorm
+  self-attention blocks -> obs tokens [B, To, D]                            (``encode``; EBT Alg. 1 line 2)
   actions [B, Tp, A] -> Dense, LayerNorm, GELU, Dense, GELU -> + sin-cos(Tp) -> ``num_layers`` blocks of
   (self-attention over action tokens, cross-attention to the conditioning tokens, MLP) -> [B, Tp, D]
                                                                             (``decode``)
+
+The authors' code adds three choices (``config.model``; defaults off): ``obs_pos_emb="learned"`` (a
+zero-initialised learned obs position embedding instead of sin-cos), ``obs_causal_mask`` (obs token
+s attends to obs tokens <= s) and ``cross_attn_mask`` (action token t attends to obs tokens <= t:
+their memory mask, rows >= cols; with Tp > To the tokens t >= To see every obs token).
 
 The conditioning tokens are the obs tokens for EBT, and [timestep token, obs tokens] for the diffusion
 baseline, so the two policies differ only in their heads, objectives and samplers.
@@ -16,6 +21,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import numpy as np
 
 from ebt_jax.models import layers
 
@@ -32,6 +38,10 @@ class Backbone(nn.Module):
     num_heads: attention heads (divides ``width``).
     mlp_ratio: MLP hidden width / D (authors: 1).
     attn_dropout: dropout on attention weights during training (authors: 0.3).
+    obs_pos_emb: "sincos" (fixed) or "learned" (zero-initialised parameter [To, D], the authors').
+    obs_causal_mask: causal self-attention over obs tokens (the authors').
+    cross_attn_mask: action token t cross-attends only to obs tokens <= t (the authors'); tokens
+      before the obs tokens in ``decode``'s conditioning (the diffusion timestep) stay visible.
   """
   obs_horizon: int
   pred_horizon: int
@@ -41,6 +51,9 @@ class Backbone(nn.Module):
   num_heads: int = 4
   mlp_ratio: float = 1.0
   attn_dropout: float = 0.0
+  obs_pos_emb: str = "sincos"
+  obs_causal_mask: bool = False
+  cross_attn_mask: bool = False
 
   def setup(self):
     hidden = int(self.width * self.mlp_ratio)
@@ -52,29 +65,50 @@ class Backbone(nn.Module):
     self.action_out = nn.Dense(self.width, kernel_init=layers.dense_init)
     self.blocks = [layers.DecoderBlock(self.num_heads, hidden, self.attn_dropout)
                    for _ in range(self.num_layers)]
+    if self.obs_pos_emb not in OBS_POS_EMBS:
+      raise ValueError(f"obs_pos_emb must be one of {OBS_POS_EMBS}, got {self.obs_pos_emb!r}")
+    if self.obs_pos_emb == "learned":
+      self.obs_pos = self.param("obs_pos_emb", nn.initializers.zeros, (self.obs_horizon, self.width))
 
   def encode(self, obs: jax.Array, deterministic: bool = True) -> jax.Array:
     """obs [B, To, obs_dim] normalised -> obs tokens [B, To, D]."""
-    x = self.obs_proj(obs) + layers.sincos_embedding(self.obs_horizon, self.width)
+    pos = self.obs_pos if self.obs_pos_emb == "learned" else layers.sincos_embedding(self.obs_horizon, self.width)
+    x = self.obs_proj(obs) + pos
+    mask = np.tril(np.ones((self.obs_horizon, self.obs_horizon), bool)) if self.obs_causal_mask else None
     for block in self.obs_blocks:
-      x = block(x, deterministic)
+      x = block(x, deterministic, mask)
     return x
 
   def decode(self, cond_tokens: jax.Array, actions: jax.Array, deterministic: bool = True) -> jax.Array:
-    """conditioning tokens [B, M, D], actions [B, Tp, A] -> action features [B, Tp, D]."""
+    """conditioning tokens [B, M, D] (any prefix tokens, then the To obs tokens), actions [B, Tp, A]
+    -> action features [B, Tp, D]."""
     x = layers.gelu(self.action_in_norm(self.action_in(actions)))
     x = layers.gelu(self.action_out(x)) + layers.sincos_embedding(self.pred_horizon, self.width)
+    mask = cross_attention_mask(self.pred_horizon, cond_tokens.shape[1], self.obs_horizon) if self.cross_attn_mask else None
     for block in self.blocks:
-      x = block(x, cond_tokens, deterministic)
+      x = block(x, cond_tokens, deterministic, mask)
     return x
 
   def __call__(self, obs: jax.Array, actions: jax.Array, deterministic: bool = True) -> jax.Array:
     return self.decode(self.encode(obs, deterministic), actions, deterministic)
 
 
+OBS_POS_EMBS = ("sincos", "learned")
+
+
+def cross_attention_mask(pred_horizon: int, num_cond: int, obs_horizon: int) -> np.ndarray:
+  """[Tp, M] bool: action token t sees the M - To prefix tokens and obs tokens s <= t (authors' memory
+  mask). Raises ValueError if ``num_cond`` < ``obs_horizon``."""
+  prefix = num_cond - obs_horizon
+  if prefix < 0:
+    raise ValueError(f"{num_cond} conditioning tokens cannot hold {obs_horizon} obs tokens")
+  t, s = np.arange(pred_horizon)[:, None], np.arange(obs_horizon)[None]
+  return np.concatenate([np.ones((pred_horizon, prefix), bool), s <= t], axis=1)
+
+
 # The Backbone fields every head module carries (and ``config.model`` / ``config.horizon`` set).
 TRUNK_FIELDS = ("obs_horizon", "pred_horizon", "width", "num_layers", "num_obs_layers", "num_heads", "mlp_ratio",
-                "attn_dropout")
+                "attn_dropout", "obs_pos_emb", "obs_causal_mask", "cross_attn_mask")
 
 
 def trunk_of(head: nn.Module) -> Backbone:
@@ -87,7 +121,9 @@ def head_kwargs(config, action_dim: int) -> dict[str, Any]:
   m = config.model
   return dict(action_dim=action_dim, obs_horizon=config.horizon.obs, pred_horizon=config.horizon.pred,
               width=m.width, num_layers=m.num_layers, num_obs_layers=m.num_obs_layers, num_heads=m.num_heads,
-              mlp_ratio=m.mlp_ratio, attn_dropout=m.attn_dropout)
+              mlp_ratio=m.mlp_ratio, attn_dropout=m.attn_dropout, obs_pos_emb=m.get("obs_pos_emb", "sincos"),
+              obs_causal_mask=m.get("obs_causal_mask", False), cross_attn_mask=m.get("cross_attn_mask", False),
+              head_bias=m.get("head_bias", False))
 
 
 def apply_method(module: nn.Module, params: Any, *args, method, dropout_rng: jax.Array | None):

@@ -37,13 +37,17 @@ class DiffusionTransformer(nn.Module):
   num_heads: int = 4
   mlp_ratio: float = 1.0
   attn_dropout: float = 0.0
+  obs_pos_emb: str = "sincos"
+  obs_causal_mask: bool = False
+  cross_attn_mask: bool = False
+  head_bias: bool = False
 
   def setup(self):
     self.backbone = backbone.trunk_of(self)
     self.time_in = nn.Dense(4 * self.width, kernel_init=layers.dense_init)
     self.time_out = nn.Dense(self.width, kernel_init=layers.dense_init)
     self.head_norm = nn.RMSNorm()
-    self.head = layers.Mlp(self.width, out=self.action_dim, use_bias=False)
+    self.head = layers.Mlp(self.width, out=self.action_dim, use_bias=self.head_bias)
 
   def encode(self, obs: jax.Array, deterministic: bool = True) -> jax.Array:
     """obs [B, To, obs_dim] normalised -> obs tokens [B, To, D]."""

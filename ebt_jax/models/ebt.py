@@ -2,7 +2,7 @@
 
 Architecture (paper Sec. 4 / Table 2, details from the authors' robomimic fork): the shared trunk
 ``ebt_jax.models.backbone.Backbone`` (obs encoder -> obs tokens z = f_theta(x), Alg. 1 line 2; action
-decoder cross-attending to z) -> RMSNorm -> MLP head -> per-step, per-dimension outputs [B, Tp, A]
+decoder cross-attending to z) -> RMSNorm -> MLP head (biases with ``head_bias``) -> per-step, per-dimension outputs [B, Tp, A]
 -> mean -> energy [B]
 
 The model holds no sampler logic: ``ebt_jax.samplers`` minimises this energy (Alg. 1 and 2).
@@ -36,6 +36,9 @@ class EBTransformer(nn.Module):
     num_heads: attention heads (divides ``width``).
     mlp_ratio: MLP hidden width / D (authors: 1).
     attn_dropout: dropout on attention weights during training (authors: 0.3).
+    obs_pos_emb, obs_causal_mask, cross_attn_mask: the trunk's mask and position choices
+      (``backbone.Backbone``; the authors': "learned", True, True).
+    head_bias: biases in the energy head's MLP (the authors': yes; default: no).
   """
   action_dim: int
   obs_horizon: int
@@ -46,11 +49,15 @@ class EBTransformer(nn.Module):
   num_heads: int = 4
   mlp_ratio: float = 1.0
   attn_dropout: float = 0.0
+  obs_pos_emb: str = "sincos"
+  obs_causal_mask: bool = False
+  cross_attn_mask: bool = False
+  head_bias: bool = False
 
   def setup(self):
     self.backbone = backbone.trunk_of(self)
     self.head_norm = nn.RMSNorm()
-    self.head = layers.Mlp(self.width, out=self.action_dim, use_bias=False)
+    self.head = layers.Mlp(self.width, out=self.action_dim, use_bias=self.head_bias)
 
   def encode(self, obs: jax.Array, deterministic: bool = True) -> jax.Array:
     """obs [B, To, obs_dim] normalised -> obs tokens [B, To, D]."""

@@ -47,15 +47,16 @@ def timestep_embedding(t: jax.Array, dim: int) -> jax.Array:
 class Attention(nn.Module):
   """Multi-head attention with per-head RMSNorm on queries and keys (qk-norm), biased projections.
 
-  ``x``: [B, Tq, D] queries; ``context``: [B, Tk, D] keys/values (``x`` itself for self-attention).
-  Returns [B, Tq, D]. Every token attends to every token (no mask): action chunks and observation
-  histories are short and bidirectional in EBT-Policy.
+  ``x``: [B, Tq, D] queries; ``context``: [B, Tk, D] keys/values (``x`` itself for self-attention);
+  ``mask``: optional [Tq, Tk] bool, True where query q may attend to key k (every row needs a True).
+  Returns [B, Tq, D]. Without a mask every token attends to every token.
   """
   num_heads: int
   dropout_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, x: jax.Array, context: jax.Array, deterministic: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, context: jax.Array, deterministic: bool,
+               mask: np.ndarray | None = None) -> jax.Array:
     dim = x.shape[-1]
     if dim % self.num_heads:
       raise ValueError(f"width {dim} is not divisible by num_heads={self.num_heads}")
@@ -65,6 +66,8 @@ class Attention(nn.Module):
     k = nn.RMSNorm(name="k_norm")(proj("key")(context))
     v = proj("value")(context)
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(head_dim)
+    if mask is not None:
+      logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
     weights = jax.nn.softmax(logits, axis=-1)
     weights = nn.Dropout(self.dropout_rate)(weights, deterministic=deterministic)
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
@@ -84,31 +87,33 @@ class Mlp(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-  """Pre-RMSNorm self-attention + MLP over observation tokens [B, To, D]."""
+  """Pre-RMSNorm self-attention + MLP over observation tokens [B, To, D] (``mask`` [To, To] optional)."""
   num_heads: int
   mlp_hidden: int
   dropout_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, deterministic: bool, mask: np.ndarray | None = None) -> jax.Array:
     h = nn.RMSNorm()(x)
-    x = x + Attention(self.num_heads, self.dropout_rate)(h, h, deterministic)
+    x = x + Attention(self.num_heads, self.dropout_rate)(h, h, deterministic, mask)
     return x + Mlp(self.mlp_hidden)(nn.RMSNorm()(x))
 
 
 class DecoderBlock(nn.Module):
   """Pre-RMSNorm self-attention over action tokens, cross-attention to obs tokens, MLP.
 
-  ``x``: [B, Tp, D] action tokens; ``obs_tokens``: [B, To, D]. Returns [B, Tp, D].
+  ``x``: [B, Tp, D] action tokens; ``obs_tokens``: [B, M, D]; ``cross_mask``: optional [Tp, M] bool
+  (True: action token t may attend to conditioning token m). Returns [B, Tp, D].
   """
   num_heads: int
   mlp_hidden: int
   dropout_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, x: jax.Array, obs_tokens: jax.Array, deterministic: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, obs_tokens: jax.Array, deterministic: bool,
+               cross_mask: np.ndarray | None = None) -> jax.Array:
     h = nn.RMSNorm(name="self_attn_norm")(x)
     x = x + Attention(self.num_heads, self.dropout_rate, name="self_attn")(h, h, deterministic)
     h = nn.RMSNorm(name="cross_attn_norm")(x)
-    x = x + Attention(self.num_heads, self.dropout_rate, name="cross_attn")(h, obs_tokens, deterministic)
+    x = x + Attention(self.num_heads, self.dropout_rate, name="cross_attn")(h, obs_tokens, deterministic, cross_mask)
     return x + Mlp(self.mlp_hidden, name="mlp")(nn.RMSNorm(name="mlp_norm")(x))

@@ -1,13 +1,16 @@
 """Alg. 1, the EBT-Policy training chain: randomised MCMC unrolled inside the loss.
 
 From y_0 ~ N(0, I), each sample takes n_b = ``train_steps`` + U{0..``train_extra_steps``} MCMC steps
-(``mcmc.mcmc_step``) with a randomised step size U[alpha/c, alpha*c] (drawn per sample and per step),
-Langevin noise sigma_i of Eq. 1 with T = n_b, and RMSNorm before every step but its last. The loss is
-the mean over a sample's steps of the MSE between y_{i+1} and the demo chunk (Alg. 1 line 7, divided by
-n_b as the authors do), averaged over the batch.
+(``mcmc.mcmc_step``; n_b drawn per sample, or once for the batch with ``train_steps_draw="per_batch"``
+as the authors do) with a randomised step size U[alpha/c, alpha*c] (drawn per sample and per step),
+Langevin noise sigma_i of Eq. 1 with T = n_b, and the pre-sample RMSNorm (``presample_norm``) before
+every step, the last one only with ``norm_final_step``. The loss is the mean over a sample's steps of
+the MSE between y_{i+1} and the demo chunk (Alg. 1 line 7, divided by n_b as the authors do), averaged
+over the batch.
 
 The chain is a ``jax.lax.scan`` over the largest possible step count with per-sample masks, so the
-randomised counts need no recompilation and no Python loop. With ``remat_train_steps`` (default) each
+randomised counts need no recompilation and no Python loop; with a per-batch count each scan step past
+n is a ``lax.cond`` branch that computes nothing. With ``remat_train_steps`` (default) each
 scan step is a ``jax.checkpoint``: the backward pass recomputes that step instead of reading its
 activations from buffers stacked over all steps (same numbers; on CPU the stacking costs more than the
 recomputation, README "What an EBT step costs").
@@ -23,7 +26,7 @@ What carries gradient to theta (as in the authors' code, commit c5f5464):
 
 ``truncate_chain=True`` (the authors' later ``truncate_mcmc``): the first n_b - 1 steps of a sample run
 without any gradient to theta (a scan under ``stop_gradient``, sample and velocity detached), then
-every sample takes its final step n_b - 1 (no RMSNorm, Langevin sigma_{n_b - 1}), the only step
+every sample takes its final step n_b - 1 (RMSNorm only with ``norm_final_step``, Langevin sigma_{n_b - 1}), the only step
 differentiated, and the loss is that step's MSE alone. One second-order step instead of n_b.
 """
 
@@ -62,7 +65,10 @@ class ChainOutput(NamedTuple):
 
 
 def sample_num_steps(rng: jax.Array, batch: int, cfg: mcmc.SamplerConfig) -> jax.Array:
-  """n_b = train_steps + U{0..train_extra_steps}: [B] int32 (Sec. 3.6.1, Table 1)."""
+  """n_b = train_steps + U{0..train_extra_steps}: [B] int32 (Sec. 3.6.1, Table 1); one value for every
+  sample with ``train_steps_draw="per_batch"`` (the authors' ``6 + random.randint(0, 3 + 1)``)."""
+  if cfg.train_steps_draw == "per_batch":
+    return jnp.full((batch,), cfg.train_steps + jax.random.randint(rng, (), 0, cfg.train_extra_steps + 1))
   return cfg.train_steps + jax.random.randint(rng, (batch,), 0, cfg.train_extra_steps + 1)
 
 
@@ -95,16 +101,17 @@ def training_chain(energy_fn: StochasticEnergyFn, demo_actions: jax.Array, rng: 
   keys = jax.random.split(chain_rng, max_steps)
 
   def step(sample, velocity, i, key, final):
-    """MCMC step i ([] or [B] int) of every sample; ``final`` [B] bool: the sample's last step (no RMSNorm)."""
+    """MCMC step i ([] or [B] int) of every sample; ``final`` [B] bool: the sample's last step (RMSNorm
+    only with ``norm_final_step``)."""
     noise_rng, size_rng, dropout_rng = jax.random.split(key, 3)
     sigma = mcmc.langevin_sigma(i, num_steps, cfg.langevin_sigma_min, cfg.langevin_sigma_max)
     noise = sigma[:, None, None] * jax.random.normal(noise_rng, sample.shape, sample.dtype)
     out = mcmc.mcmc_step(lambda a: energy_fn(a, dropout_rng), jax.lax.stop_gradient(sample), velocity,
-                         sample_step_sizes(size_rng, (batch,), cfg), cfg, normalize=~final, noise=noise,
+                         sample_step_sizes(size_rng, (batch,), cfg), cfg, normalize=~final | cfg.norm_final_step, noise=noise,
                          detach_step_scale=cfg.detach_step_scale)
     return out, jnp.mean(jnp.square(out.sample - demo_actions), axis=(-2, -1))
 
-  def body(carry, xs, last_index):
+  def masked_body(carry, xs, last_index):
     """One scan step; samples with i > last_index[b] keep their state and record zeros."""
     sample, velocity = carry
     i, key = xs
@@ -114,6 +121,14 @@ def training_chain(energy_fn: StochasticEnergyFn, demo_actions: jax.Array, rng: 
     zero_off = lambda x: jnp.where(on, x, 0.0)
     return ((keep(out.sample, sample), keep(out.velocity, velocity)),
             (zero_off(mse), zero_off(out.energy), zero_off(out.grad_norm)))
+
+  def body(carry, xs, last_index):
+    """``masked_body``; with one step count for the batch, steps past it skip the computation."""
+    if cfg.train_steps_draw != "per_batch":
+      return masked_body(carry, xs, last_index)
+    idle = lambda carry, xs: (carry, (jnp.zeros((batch,), jnp.float32),) * 3)
+    return jax.lax.cond(xs[0] <= last_index[0], functools.partial(masked_body, last_index=last_index), idle,
+                        carry, xs)
 
   start = (init, jnp.zeros_like(init))
   if not cfg.truncate_chain:
@@ -133,7 +148,7 @@ def training_chain(energy_fn: StochasticEnergyFn, demo_actions: jax.Array, rng: 
     sample, velocity = start
     mse = energy = grad_norm = jnp.zeros((0, batch), jnp.float32)
   out, final_mse = step(sample, jax.lax.stop_gradient(velocity), num_steps - 1, keys[-1],
-                        final=jnp.ones((batch,), bool))
+                        final=jnp.ones((batch,), bool))  # normalised only with norm_final_step
   rows = jnp.arange(batch)
   place = lambda per_step, last: jnp.concatenate([per_step.astype(last.dtype), jnp.zeros((1, batch), last.dtype)]).at[
       num_steps - 1, rows].set(last)

@@ -1,6 +1,8 @@
 """Checkpoints with orbax: train state + normaliser statistics + config, in ``<workdir>/checkpoints``.
 
-Layout: ``checkpoints/<step>/{state, normalizer, config}``. orbax writes a step into
+Layout: ``checkpoints/<step>/{state, normalizer, config}``; runs that evaluate during training also keep
+the best-scoring one in ``checkpoints/best/<step>/`` (``best_manager``; the paper keeps the best
+checkpoint and reports its success). orbax writes a step into
 ``<step>.orbax-checkpoint-tmp*`` and renames it when complete, so a run killed during a save (even
 ``kill -9``) leaves the previous steps as they were and the partial one is never "latest".
 
@@ -27,6 +29,7 @@ from ebt_jax.data.normalization import Normalizer
 from ebt_jax.errors import CheckpointError, ConfigError
 
 DAMAGED_DIR = "checkpoints_damaged"
+BEST_DIR = "best"  # checkpoints/best/<step>: the checkpoint with the highest evaluation score
 # Config fields that decide the parameter tree and what the parameters mean; a checkpoint is only
 # resumed by a run whose config agrees on every one of them.
 ARCH_FIELDS = ("policy", "horizon.obs", "horizon.pred", "data.obs_keys", "model")
@@ -60,6 +63,15 @@ def manager(workdir: str, max_to_keep: int | None = 2) -> ocp.CheckpointManager:
                       "checkpoint of the run, including those already on disk)")
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=("state", "normalizer", "config"))
+
+
+def best_manager(workdir: str) -> ocp.CheckpointManager:
+  """The manager of ``<workdir>/checkpoints/best`` (one step kept: the best-scoring checkpoint so far).
+
+  The main manager ignores this directory (its name is not a step number)."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+  return ocp.CheckpointManager(os.path.join(checkpoint_dir(workdir), BEST_DIR), options=options,
+                               item_names=("state", "normalizer", "config"))
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, normalizer: Normalizer, config_dict: dict) -> None:
@@ -196,7 +208,7 @@ def architecture_differences(saved: dict, current: dict) -> list[str]:
   return out
 
 
-def load_policy(workdir: str, step: int | None = None, use_ema: bool = True):
+def load_policy(workdir: str, step: int | None = None, use_ema: bool = True, best: bool = False):
   """The trained policy of a run directory, without its dataset: -> (``Policy``, ConfigDict).
 
   Rebuilds the policy model (``config.policy``: ebt or diffusion) from the config and normaliser saved
@@ -207,10 +219,11 @@ def load_policy(workdir: str, step: int | None = None, use_ema: bool = True):
     workdir: run directory with ``checkpoints/`` (written by ``ebt_jax.main``).
     step: checkpoint step (default: the newest intact one).
     use_ema: the EMA parameters (as evaluation uses) or the raw ones.
+    best: the best-scoring checkpoint (``checkpoints/best``, runs with ``eval.every_steps``) instead.
 
   Raises:
-    CheckpointError: if ``<workdir>/checkpoints`` holds no checkpoint, ``step`` is not one of them, or
-      none restores.
+    CheckpointError: if ``<workdir>/checkpoints`` (or ``checkpoints/best``) holds no checkpoint, ``step``
+      is not one of them, or none restores.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
@@ -220,7 +233,7 @@ def load_policy(workdir: str, step: int | None = None, use_ema: bool = True):
 
   if not os.path.isdir(checkpoint_dir(workdir)):
     raise CheckpointError(f"no checkpoint in {checkpoint_dir(workdir)} (not a run directory of ebt_jax.main?)")
-  mngr = manager(workdir, max_to_keep=None)
+  mngr = best_manager(workdir) if best else manager(workdir, max_to_keep=None)
   steps = mngr.all_steps()
   if not steps or (step is not None and step not in steps):
     raise CheckpointError(f"no checkpoint{'' if step is None else f' of step {step}'} in {mngr.directory} "

@@ -36,10 +36,12 @@ CURVE_FILE = "eval_curve.jsonl"  # evaluations during training: one {"step": ...
 EvalFn = Callable[[PolicyModel, TrainState, Normalizer], dict]
 
 
-def fit_normalizer(demos: Demos) -> Normalizer:
-  """Min-max statistics of all observations and actions of ``demos``."""
-  return Normalizer(obs=MinMax.fit(np.concatenate([e.obs for e in demos.episodes])),
-                    actions=MinMax.fit(np.concatenate([e.actions for e in demos.episodes])),
+def fit_normalizer(demos: Demos, normalize_obs: bool = True, normalize_actions: bool = True) -> Normalizer:
+  """Min-max statistics of all observations and actions of ``demos``; the identity map for a part used
+  raw (``normalize_obs`` / ``normalize_actions`` false: ``config.data.normalize_*``)."""
+  fit = lambda on, x: MinMax.fit(x) if on else MinMax.identity(x.shape[1])
+  return Normalizer(obs=fit(normalize_obs, np.concatenate([e.obs for e in demos.episodes])),
+                    actions=fit(normalize_actions, np.concatenate([e.actions for e in demos.episodes])),
                     obs_keys=demos.obs_keys, obs_key_dims=demos.obs_key_dims)
 
 
@@ -83,6 +85,23 @@ def _truncate_metrics(path: str, last_step: int) -> None:
     f.writelines(lines)
 
 
+def read_curve(workdir: str) -> list[dict]:
+  """The records of ``<workdir>/eval_curve.jsonl`` in file order ([] without one)."""
+  path = os.path.join(workdir, CURVE_FILE)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(l) for l in f if l.strip()]
+
+
+def best_evaluation(records: list[dict], metric: str) -> dict | None:
+  """The record with the highest ``metric`` (the earliest of equal ones); None if no record has it.
+
+  This is the paper's Table 4 number: the maximum success over the evaluations of a training run."""
+  scored = [r for r in records if isinstance(r.get(metric), (int, float))]
+  return max(scored, key=lambda r: (r[metric], -r["step"])) if scored else None
+
+
 def train_wall_s(workdir: str) -> float:
   """Seconds spent training so far (``train_wall_s`` of the last ``metrics.jsonl`` record; 0 without one).
 
@@ -110,7 +129,9 @@ def train(config, workdir: str, demos: Demos,
     on_step: optional callback ``(step, state)`` after every step (tests use it to simulate a crash).
     evaluate: optional evaluation run every ``config.eval.every_steps`` steps before the last one
       (single-process runs only); each summary is appended to ``<workdir>/eval_curve.jsonl`` with its
-      step and epoch (passes over the training windows), before the checkpoint of that step is written.
+      step and epoch (passes over the training windows), before the checkpoint of that step is written;
+      a summary whose ``eval.best_metric`` (default success_rate) beats every earlier one also saves
+      the state to ``<workdir>/checkpoints/best`` (``checkpoint.best_manager``).
 
   Holds the workdir's lock (``ebt_jax.training.workdir``) while it runs. Resumes from the newest intact
   checkpoint (``checkpoint.restore_latest``: damaged newer steps are logged and moved to
@@ -174,7 +195,8 @@ def _train(config, workdir: str, demos: Demos, on_step, evaluate) -> tuple[Polic
   restored = checkpoint.restore_latest(mngr, state, check=_check_resumable(workdir, config_dict, demos, model),
                                        damaged_dir=os.path.join(os.path.abspath(workdir), checkpoint.DAMAGED_DIR))
   if restored is None:
-    start, normalizer = 0, fit_normalizer(demos)
+    start, normalizer = 0, fit_normalizer(demos, config.data.get("normalize_obs", True),
+                                          config.data.get("normalize_actions", True))
   else:  # the checkpoint's normaliser is the one the parameters were trained with
     start, state, normalizer = restored.step, restored.state, restored.normalizer
     logging.info("Resumed from %s at step %d", mngr.directory, start)
@@ -186,6 +208,15 @@ def _train(config, workdir: str, demos: Demos, on_step, evaluate) -> tuple[Polic
   if evaluate is not None and eval_every and jax.process_count() > 1:
     logging.warning("eval.every_steps is ignored on multi-host runs (evaluate the checkpoints instead)")
     evaluate = None
+
+  best_metric = config.eval.get("best_metric", "success_rate") if "eval" in config else "success_rate"
+  best_mngr, best = None, None
+  if evaluate is not None and eval_every:
+    best_mngr = checkpoint.best_manager(workdir)
+    best_record = best_evaluation(read_curve(workdir), best_metric)
+    best = None if best_record is None else best_record[best_metric]
+    for stale in [s for s in best_mngr.all_steps() if s > start]:  # saved after the checkpoint resumed from
+      best_mngr.delete(stale)
 
   data = WindowDataset(demos, normalizer, config.horizon.obs, config.horizon.action, config.horizon.pred,
                        seed=config.seed * jax.process_count() + jax.process_index())
@@ -229,10 +260,17 @@ def _train(config, workdir: str, demos: Demos, on_step, evaluate) -> tuple[Polic
       append_record(curve_path, {"step": done, "epoch": epochs(config, demos, done),
                                  "train_wall_s": wall + (t_eval - t0),
                                  **{k: v for k, v in summary.items() if k != "episodes"}})
+      score = summary.get(best_metric)
+      if isinstance(score, (int, float)) and (best is None or score > best):
+        best = score
+        checkpoint.save(best_mngr, done, state, normalizer, config_dict)
+        logging.info("step %d: new best %s %.3f -> %s", done, best_metric, score, best_mngr.directory)
       t0 += time.time() - t_eval  # keep evaluation time out of the next steps/s
     if done % tcfg.checkpoint_every == 0 or done == tcfg.num_steps:
       checkpoint.save(mngr, done, state, normalizer, config_dict)
     if on_step is not None:
       on_step(done, state)
   mngr.close()
+  if best_mngr is not None:
+    best_mngr.close()
   return model, state, normalizer
