@@ -11,13 +11,22 @@ paper's Table 4 shape), ``success_vs_epochs.png`` (its Fig. 5 shape) and ``succe
 (training minutes, from the curves' ``train_wall_s``; runs from before it was recorded are left out).
 ``--metric`` picks the eval.json field (default ``success_rate``; Push-T: ``mean_max_coverage``). Every
 success rate gets its 95 % Wilson interval over its episodes (``success_rate_ci95``, scipy.stats).
+
+**Seeds.** Runs whose configs (eval.json ``config``) differ only in ``seed`` form one group
+(``comparison.json`` ``groups``; the plots draw groups): per inference label and curve step, the mean
+over seeds, the standard deviation (ddof 1), the per-seed values, a 95 % interval of the mean over seeds
+(Student t, ``<metric>_ci95_over_seeds``; none for one seed) and, for success rates, the 95 % Wilson
+interval of all the group's episodes pooled (``success_rate_ci95``). A run without a saved config
+(older eval.json) is a group of its own.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 
+import numpy as np
 from absl import flags
 from scipy import stats
 
@@ -92,21 +101,108 @@ def read_run(workdir: str, metric: str) -> dict:
         curve.append(_with_ci({"step": record["step"], "epoch": record["epoch"], metric: record[metric],
                                "train_wall_s": record.get("train_wall_s"),
                                **{k: record[k] for k in ("num_episodes", "success_rate") if k in record}}))
+  best = result.get("best_over_training") or {}
   return {"name": f"{result['policy']} ({os.path.basename(os.path.normpath(workdir))})", "workdir": workdir,
-          "policy": result["policy"], "train_steps": result.get("train_steps"),
+          "policy": result["policy"], "seed": result.get("config", {}).get("seed"),
+          "config": result.get("config"), "train_steps": result.get("train_steps"),
           "train_epochs": result.get("train_epochs"), "by_inference": by_inference,
+          "best_over_training": best.get("value") if best.get("metric") == metric else None,
           "curve": sorted(curve, key=lambda r: r["step"])}
 
 
+def _without_seed(config: dict) -> str:
+  return json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True)
+
+
+def seed_groups(runs: list[dict]) -> list[list[dict]]:
+  """Runs whose saved configs are equal but for ``seed``, in order of first appearance; a run without a
+  config is alone. Raises WorkdirError if one group holds the same seed twice (a run listed twice)."""
+  groups: dict[str, list[dict]] = {}
+  for i, run in enumerate(runs):
+    key = _without_seed(run["config"]) if run.get("config") else f"run {i}"
+    groups.setdefault(key, []).append(run)
+  for group in groups.values():
+    seeds = [r["seed"] for r in group]
+    if len(set(seeds)) != len(seeds):
+      raise WorkdirError(f"runs {[r['workdir'] for r in group]} have the same config and seeds {seeds}: "
+                         "list each run once")
+  return list(groups.values())
+
+
+def summarize_seeds(values: list[float], metric: str, num_episodes: list[int] | None = None) -> dict:
+  """{metric: mean, metric_std, metric_per_seed, metric_ci95_over_seeds, num_seeds[, num_episodes,
+  success_rate_ci95]} of one quantity measured once per seed (``num_episodes``: each seed's episodes,
+  for the pooled Wilson interval of a success rate)."""
+  x = np.asarray(values, np.float64)
+  n = len(x)
+  std = float(x.std(ddof=1)) if n > 1 else None
+  over_seeds = None
+  if n > 1:
+    half = float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n))
+    over_seeds = [float(x.mean() - half), float(x.mean() + half)]
+  out = {metric: float(x.mean()), f"{metric}_std": std, f"{metric}_per_seed": [float(v) for v in x],
+         f"{metric}_ci95_over_seeds": over_seeds, "num_seeds": n}
+  if num_episodes and all(num_episodes):
+    total = int(sum(num_episodes))
+    out["num_episodes"] = total
+    if metric == "success_rate":
+      successes = sum(round(v * e) for v, e in zip(x, num_episodes))
+      out["success_rate_ci95"] = wilson_ci95(successes / total, total)
+  return out
+
+
+def _group_name(group: list[dict]) -> str:
+  stem = os.path.basename(os.path.normpath(group[0]["workdir"]))
+  if len(group) == 1:
+    return group[0]["name"]
+  stem = re.sub(r"[_-](s|seed)\d+$", "", stem)
+  return f"{group[0]['policy']} ({stem}, {len(group)} seeds)"
+
+
+def aggregate(group: list[dict], metric: str) -> dict:
+  """One seed group's record: {name, policy, seeds, workdirs, by_inference, curve, best_over_training},
+  each number a ``summarize_seeds`` dict. Labels and curve steps that some seed lacks are left out."""
+  labels = [l for l in group[0]["by_inference"] if all(l in r["by_inference"] for r in group)]
+  by_inference = {}
+  for label in labels:
+    rows = [r["by_inference"][label] for r in group]
+    summary = summarize_seeds([s[metric] for s in rows], metric, [s.get("num_episodes") for s in rows])
+    if metric != "success_rate" and all("success_rate" in s for s in rows):
+      summary.update({k: v for k, v in summarize_seeds([s["success_rate"] for s in rows], "success_rate",
+                                                       [s.get("num_episodes") for s in rows]).items()
+                      if k.startswith("success_rate")})
+    summary["mean_sampler_steps"] = float(np.mean([s["mean_sampler_steps"] for s in rows]))
+    by_inference[label] = summary
+  steps = sorted(set.intersection(*(set(p["step"] for p in r["curve"]) for r in group))) if group else []
+  curve = []
+  for step in steps:
+    points = [next(p for p in r["curve"] if p["step"] == step) for r in group]
+    point = {"step": step, "epoch": float(np.mean([p["epoch"] for p in points]))}
+    walls = [p.get("train_wall_s") for p in points]
+    point["train_wall_s"] = float(np.mean(walls)) if all(w is not None for w in walls) else None
+    point.update(summarize_seeds([p[metric] for p in points], metric, [p.get("num_episodes") for p in points]))
+    curve.append(point)
+  bests = [r.get("best_over_training") for r in group]
+  return {"name": _group_name(group), "policy": group[0]["policy"], "seeds": [r["seed"] for r in group],
+          "workdirs": [r["workdir"] for r in group], "by_inference": by_inference, "curve": curve,
+          "best_over_training": summarize_seeds(bests, metric) if all(b is not None for b in bests) else None}
+
+
 def compare(workdirs, out: str, metric: str = "success_rate") -> dict:
-  """Writes ``comparison.json`` and both PNGs into ``out``; returns the comparison dict."""
+  """Writes ``comparison.json`` ({metric, runs, groups}) and the PNGs (one line per seed group) into
+  ``out``; returns the comparison dict.
+
+  Raises:
+    WorkdirError: from ``read_run`` or ``seed_groups``.
+  """
   runs = [read_run(w, metric) for w in workdirs]
+  groups = [aggregate(g, metric) for g in seed_groups(runs)]
   os.makedirs(out, exist_ok=True)
-  plots.metric_vs_inference_steps(runs, os.path.join(out, STEPS_PLOT), metric)
-  curves = {r["name"]: r["curve"] for r in runs if r["curve"]}
+  plots.metric_vs_inference_steps(groups, os.path.join(out, STEPS_PLOT), metric)
+  curves = {g["name"]: g["curve"] for g in groups if g["curve"]}
   plots.metric_vs_epochs(curves, os.path.join(out, EPOCHS_PLOT), metric)
   plots.metric_vs_wall_clock(curves, os.path.join(out, WALL_CLOCK_PLOT), metric)
-  comparison = {"metric": metric, "runs": runs}
+  comparison = {"metric": metric, "runs": runs, "groups": groups}
   jsonio.write(os.path.join(out, RESULT_FILE), comparison)
   return comparison
 
@@ -115,6 +211,16 @@ def main(argv):
   del argv  # cli.run refuses positional arguments
   comparison = compare(_RUNS.value, _OUT.value, _METRIC.value)
   metric = comparison["metric"]
+  for group in comparison["groups"]:
+    if len(group["seeds"]) < 2:
+      continue
+    best = group["best_over_training"]
+    print(f"\n{group['name']}: seeds {group['seeds']}" + (
+        f"; max over evaluations {best[metric]:.3f} +- {best[f'{metric}_std']:.3f}" if best else ""))
+    for label, s in group["by_inference"].items():
+      pooled = "  pooled 95% CI [{:.2f}, {:.2f}]".format(*s["success_rate_ci95"]) if "success_rate_ci95" in s else ""
+      print(f"  {label:<10} {metric} {s[metric]:.3f} +- {s[f'{metric}_std']:.3f} (per seed "
+            f"{', '.join(f'{v:.2f}' for v in s[f'{metric}_per_seed'])}){pooled}")
   for run in comparison["runs"]:
     print(f"\n{run['name']}: {run['train_steps']} steps = {run['train_epochs'] or float('nan'):.1f} epochs")
     for label, s in run["by_inference"].items():

@@ -212,7 +212,8 @@ def _run(config, workdir: str, skip_eval: bool) -> dict | None:
     return None
   policy = Policy.from_config(config, model, state.ema_params if config.eval.use_ema else state.params, normalizer)
   result = evaluate_all(config, policy, demos.env_args)
-  result.update(dataset=os.path.abspath(path), train_steps=int(state.step),
+  result.update(dataset=os.path.abspath(path), config=json.loads(config.to_json_best_effort()),
+                train_steps=int(state.step),
                 train_epochs=trainer.epochs(config, demos, int(state.step)),
                 train_wall_s=trainer.train_wall_s(workdir),
                 wall_time_s={"data_and_train": t_train - t0, "eval": time.time() - t_train})
@@ -223,7 +224,7 @@ def _run(config, workdir: str, skip_eval: bool) -> dict | None:
         "step": int(state.step), "epoch": result["train_epochs"],
         **{k: v for k, v in result.items() if k not in ("episodes", "by_inference", "train_epochs", "best_over_training")}})
   write_plots(config, workdir, result)
-  summary = {k: v for k, v in result.items() if k not in ("episodes",)}
+  summary = {k: v for k, v in result.items() if k not in ("episodes", "config")}
   print(jsonio.dumps(summary, indent=1))
   return result
 

@@ -54,7 +54,7 @@ def test_main_job_trains_evaluates_and_resumes(two_demos, tmp_path):
   config.model.width, config.model.num_layers, config.model.num_obs_layers, config.model.num_heads = 16, 1, 1, 2
   config.sampler.train_steps, config.sampler.train_extra_steps = 2, 1
   config.train.update(batch_size=8, num_steps=4, warmup_steps=1, log_every=2, checkpoint_every=2)
-  config.eval.update(num_episodes=2, horizon=12, max_steps_sweep=(1, 3))
+  config.eval.update(num_episodes=2, horizon=12, max_steps_sweep=(1, 3), every_steps=2)
   workdir = str(tmp_path / "run")
   result = main.run(config, workdir)
   with open(os.path.join(workdir, main.EVAL_FILE)) as f:
@@ -63,6 +63,13 @@ def test_main_job_trains_evaluates_and_resumes(two_demos, tmp_path):
     assert saved[key] == result[key]
   assert saved["num_episodes"] == 2 and 0.0 <= saved["success_rate"] <= 1.0
   assert saved["train_steps"] == 4
+  # The paper's protocol beside the final number: the best of the evaluation at step 2 and the final one.
+  best = saved["best_over_training"]
+  curve = [saved["success_rate"]] + [json.loads(l)["success_rate"] for l in open(os.path.join(workdir, "eval_curve.jsonl"))]
+  assert best["metric"] == "success_rate" and best["num_evaluations"] == 2 and best["value"] == max(curve)
+  assert best["step"] in (2, 4) and (best["checkpoint"] is None) == (not os.path.isdir(
+      os.path.join(workdir, "checkpoints", "best", str(best["step"]))))
+  assert saved["config"]["seed"] == config.seed and saved["config"]["model"]["width"] == 16
   # Caps: the configured N = 2 plus the sweep; an episode never uses more MCMC steps than its cap.
   assert list(saved["by_inference"]) == ["mcmc-1", "mcmc-2", "mcmc-3"] and saved["inference"] == "mcmc-2"
   assert saved["policy"] == "ebt" and saved["by_inference"]["mcmc-1"]["mean_sampler_steps"] == 1.0

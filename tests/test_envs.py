@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
-from ebt_jax.envs import robosuite_env
+from ebt_jax import collect
+from ebt_jax.envs import lift_styles, robosuite_env
 from ebt_jax.envs.lift_expert import LiftExpert
+from ebt_jax.errors import ConfigError
 
 # env_args as stored in robomimic's v1.5 Lift datasets (robosuite 1.4 controller format).
 ROBOMIMIC_V15_LIFT = {
@@ -62,3 +64,32 @@ def test_scripted_expert_lifts_the_cube(v15_env):
       if robosuite_env.is_success(v15_env):
         break
     assert robosuite_env.is_success(v15_env), f"seed {seed}: cube z {obs['object'][2]:.3f} after {step} steps"
+
+
+def _idle_steps(actions):
+  """Steps with zero commanded motion (dims 0-5): the expert's grasp, and the operator's pauses."""
+  return int(np.all(actions[:, :6] == 0, axis=1).sum())
+
+
+def test_demo_styles_change_how_the_expert_demonstrates(v15_env):
+  seed = 23  # a seed whose teleop demo pauses (a pause starts with probability 0.04 per step)
+  demos = {name: collect.collect_episode(v15_env, lift_styles.StyledOperator(name), seed, 400)
+           for name in ("scripted", "varied", "hesitant", "teleop")}
+  assert all(d is not None for d in demos.values()), {k: d is None for k, d in demos.items()}  # all succeed
+  scripted, teleop = demos["scripted"].actions, demos["teleop"].actions
+  grasp = LiftExpert().config.grasp_steps  # the scripted expert stands still only while it closes the gripper
+  assert _idle_steps(scripted) == grasp and _idle_steps(demos["hesitant"].actions) >= grasp + 3
+  assert _idle_steps(teleop) >= 3  # idle pauses, recorded as the operator's commands (jitter elsewhere)
+  assert len(teleop) > len(scripted) and len(demos["varied"].actions) != len(scripted)
+  assert demos["teleop"].attrs["style"] == "teleop"
+  # Without DART the executed actions are the labels; the operator's jitter is in both.
+  np.testing.assert_array_equal(demos["teleop"].extra["executed_actions"], teleop)
+  assert np.abs(teleop).max() <= 1.0
+  again = collect.collect_episode(v15_env, lift_styles.StyledOperator("teleop"), seed, 400)
+  np.testing.assert_array_equal(again.actions, teleop)  # a function of the seed
+  other = collect.collect_episode(v15_env, lift_styles.StyledOperator("teleop"), seed + 1, 400)
+  assert len(other.actions) != len(teleop) or not np.allclose(other.actions, teleop)
+  with pytest.raises(ValueError, match="unknown demo style 'human'"):
+    lift_styles.StyledOperator("human")
+  with pytest.raises(ConfigError, match="style='teleop': the MJX collector"):
+    collect.collect("lift", 2, "/tmp/never_written.hdf5", backend="mjx", style="teleop")

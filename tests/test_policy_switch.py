@@ -105,3 +105,43 @@ def test_comparison_of_two_runs_writes_json_and_plots(tmp_path):
     compare.compare([ebt, dp], out)
   with pytest.raises(WorkdirError, match="has no 'mean_max_coverage'"):
     compare.compare([ebt], out, metric="mean_max_coverage")
+
+
+def test_comparison_aggregates_runs_that_differ_only_in_seed(tmp_path):
+  config = {"policy": "ebt", "seed": 0, "model": {"width": 64}}
+  rates = {0: 0.9, 1: 0.8, 2: 0.7}
+  runs = []
+  for seed, rate in rates.items():
+    workdir = str(tmp_path / f"lift_teleop_s{seed}")
+    _write_run(workdir, "ebt", {"mcmc-2": rate, "mcmc-20": rate - 0.5}, [(50, 1.0, rate - 0.2, 60.0), (100, 2.0, rate, 120.0)])
+    with open(os.path.join(workdir, "eval.json")) as f:
+      result = json.load(f)
+    result.update(config=dict(config, seed=seed),
+                  best_over_training={"metric": "success_rate", "value": rate, "step": 100})
+    with open(os.path.join(workdir, "eval.json"), "w") as f:
+      json.dump(result, f)
+    runs.append(workdir)
+  other = str(tmp_path / "lift_wide_s0")
+  _write_run(other, "ebt", {"mcmc-2": 0.5}, [(100, 2.0, 0.5)])
+  with open(os.path.join(other, "eval.json")) as f:
+    result = json.load(f)
+  with open(os.path.join(other, "eval.json"), "w") as f:
+    json.dump(dict(result, config=dict(config, model={"width": 128})), f)
+  result = compare.compare(runs + [other], str(tmp_path / "cmp"))
+  assert [g["seeds"] for g in result["groups"]] == [[0, 1, 2], [0]]
+  group = result["groups"][0]
+  assert group["name"] == "ebt (lift_teleop, 3 seeds)" and group["workdirs"] == runs
+  s = group["by_inference"]["mcmc-2"]
+  np.testing.assert_allclose([s["success_rate"], s["success_rate_std"]], [0.8, 0.1])
+  assert s["success_rate_per_seed"] == [0.9, 0.8, 0.7] and s["num_seeds"] == 3 and s["num_episodes"] == 150
+  # Mean over seeds +- t(0.975, 2) * std / sqrt(3) = 0.8 +- 0.2484; pooled: 120 of 150 episodes (Wilson).
+  np.testing.assert_allclose(s["success_rate_ci95_over_seeds"], [0.5516, 1.0484], atol=1e-4)
+  np.testing.assert_allclose(s["success_rate_ci95"], [0.7289, 0.8562], atol=1e-4)
+  assert [p["step"] for p in group["curve"]] == [50, 100]
+  np.testing.assert_allclose(group["curve"][0]["success_rate"], 0.6)
+  np.testing.assert_allclose(group["curve"][1]["train_wall_s"], 120.0)
+  np.testing.assert_allclose(group["best_over_training"]["success_rate"], 0.8)
+  single = result["groups"][1]["by_inference"]["mcmc-2"]
+  assert single["success_rate_std"] is None and single["success_rate_ci95_over_seeds"] is None
+  with pytest.raises(WorkdirError, match="same config and seeds"):
+    compare.compare([runs[0], runs[0]], str(tmp_path / "cmp2"))

@@ -110,3 +110,41 @@ def test_resume_refuses_a_dataset_of_other_dims(tmp_path):
   trainer.train(config, str(tmp_path), tiny_demos())
   with pytest.raises(ValueError, match="obs_dim"):
     trainer.train(tiny_config(num_steps=4), str(tmp_path), tiny_demos(obs_dim=6))
+
+
+def test_best_checkpoint_follows_the_highest_evaluation_and_survives_a_resume(tmp_path):
+  """A run scores 0.2, 0.6, 0.9 at steps 1..3 and is killed after step 3 (checkpoint 2 on disk): its best
+  (step 3) is newer than what the resumed run starts from, so the resume drops it, evaluates step 3
+  again (0.4 this time), 4 (0.8) and 5 (0.5): checkpoints/best ends at step 4."""
+  from ebt_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
+  scores = {1: 0.2, 2: 0.6, 3: 0.9, 4: 0.8, 5: 0.5}
+  config = tiny_config(num_steps=6)
+  config.eval.every_steps = 1
+  workdir = str(tmp_path / "run")
+  calls = []
+
+  def evaluate(model, state, normalizer):
+    step = int(state.step)
+    calls.append(step)
+    return {"success_rate": scores[step], "num_episodes": 10}
+
+  def kill_after_3(step, state):
+    if step == 3:
+      raise Killed()
+
+  with pytest.raises(Killed):
+    trainer.train(config, workdir, tiny_demos(), on_step=kill_after_3, evaluate=evaluate)
+  assert checkpoint.best_manager(workdir).all_steps() == [3]  # 0.9 at step 3, newer than checkpoint 2
+  scores[3] = 0.4  # the resumed run evaluates step 3 again (and, here, scores it lower)
+  trainer.train(config, workdir, tiny_demos(), evaluate=evaluate)
+  assert calls == [1, 2, 3, 3, 4, 5]
+  assert checkpoint.best_manager(workdir).all_steps() == [4]
+  curve = trainer.read_curve(workdir)
+  assert [r["step"] for r in curve] == [1, 2, 3, 4, 5]
+  assert trainer.best_evaluation(curve, "success_rate")["step"] == 4
+  assert trainer.best_evaluation(curve + [{"step": 6, "success_rate": 0.8}], "success_rate")["step"] == 4  # earliest
+  assert trainer.best_evaluation([{"step": 1}], "success_rate") is None
+  policy, _ = checkpoint.load_policy(workdir, best=True)
+  assert policy.inference == "mcmc-2"
+  with pytest.raises(ValueError, match="no checkpoint"):
+    checkpoint.load_policy(str(tmp_path / "ref_never"), best=True)

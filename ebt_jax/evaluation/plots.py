@@ -95,8 +95,9 @@ def metric_vs_inference_steps(runs: Sequence[Mapping[str, Any]], path: str, metr
   """The paper's Table 4 shape: ``metric`` against sampler steps per decision, one line per (run, sampler).
 
   Args:
-    runs: eval.json dicts (``policy``, ``by_inference`` {label: summary}); a ``name`` key, if present,
-      labels the run (default: its policy).
+    runs: eval.json dicts or ``compare`` seed groups (``policy``, ``by_inference`` {label: summary}); a
+      ``name`` key, if present, labels the run (default: its policy); a summary's ``<metric>_ci95``
+      [low, high] is drawn as an error bar.
     path: the PNG to write.
     metric: an eval.json summary field in [0, 1] (``success_rate``, ``mean_max_coverage``, ...).
   """
@@ -105,11 +106,15 @@ def metric_vs_inference_steps(runs: Sequence[Mapping[str, Any]], path: str, metr
     by_sampler: dict[str, list] = {}
     for label, summary in run["by_inference"].items():
       sampler, _, steps = label.rpartition("-")
-      by_sampler.setdefault(sampler, []).append((int(steps), summary[metric]))
+      by_sampler.setdefault(sampler, []).append((int(steps), summary[metric], summary.get(f"{metric}_ci95")))
     for sampler, pts in by_sampler.items():
       pts.sort()
-      ax.plot(*zip(*pts), marker="o", label=f"{run.get('name', run['policy'])} {sampler}")
-      for x, y in pts:
+      xs, ys, cis = zip(*pts)
+      line, = ax.plot(xs, ys, marker="o", label=f"{run.get('name', run['policy'])} {sampler}")
+      if all(ci is not None for ci in cis):
+        err = [[y - lo for y, (lo, _) in zip(ys, cis)], [hi - y for y, (_, hi) in zip(ys, cis)]]
+        ax.errorbar(xs, ys, yerr=err, fmt="none", ecolor=line.get_color(), alpha=0.4, capsize=2)
+      for x, y, _ in pts:
         ax.annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 5), fontsize=7, ha="center")
   ax.set_xscale("log")
   _finish(fig, ax, path, "sampler steps per decision (EBT: MCMC cap N; diffusion: denoising steps K)", metric)
