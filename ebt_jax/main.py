@@ -222,7 +222,9 @@ def _run(config, workdir: str, skip_eval: bool) -> dict | None:
   if config.eval.get("every_steps", 0):
     trainer.append_record(os.path.join(workdir, trainer.CURVE_FILE), {
         "step": int(state.step), "epoch": result["train_epochs"],
-        **{k: v for k, v in result.items() if k not in ("episodes", "by_inference", "train_epochs", "best_over_training")}})
+        **{k: v for k, v in result.items() if k not in ("episodes", "by_inference", "train_epochs", "best_over_training",
+                                                        "config")},
+        f"max_{result['best_over_training']['metric']}_so_far": result["best_over_training"]["value"]})
   write_plots(config, workdir, result)
   summary = {k: v for k, v in result.items() if k not in ("episodes", "config")}
   print(jsonio.dumps(summary, indent=1))

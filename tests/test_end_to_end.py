@@ -65,10 +65,14 @@ def test_main_job_trains_evaluates_and_resumes(two_demos, tmp_path):
   assert saved["train_steps"] == 4
   # The paper's protocol beside the final number: the best of the evaluation at step 2 and the final one.
   best = saved["best_over_training"]
-  curve = [saved["success_rate"]] + [json.loads(l)["success_rate"] for l in open(os.path.join(workdir, "eval_curve.jsonl"))]
+  with open(os.path.join(workdir, "eval_curve.jsonl")) as f:
+    curve = [json.loads(l)["success_rate"] for l in f]  # step 2, then the final evaluation (step 4)
+  assert len(curve) == 2 and curve[-1] == saved["success_rate"]
   assert best["metric"] == "success_rate" and best["num_evaluations"] == 2 and best["value"] == max(curve)
   assert best["step"] in (2, 4) and (best["checkpoint"] is None) == (not os.path.isdir(
       os.path.join(workdir, "checkpoints", "best", str(best["step"]))))
+  with open(os.path.join(workdir, "eval_curve.jsonl")) as f:
+    assert json.loads(f.readlines()[-1])["max_success_rate_so_far"] == best["value"]
   assert saved["config"]["seed"] == config.seed and saved["config"]["model"]["width"] == 16
   # Caps: the configured N = 2 plus the sweep; an episode never uses more MCMC steps than its cap.
   assert list(saved["by_inference"]) == ["mcmc-1", "mcmc-2", "mcmc-3"] and saved["inference"] == "mcmc-2"

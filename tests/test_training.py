@@ -141,6 +141,7 @@ def test_best_checkpoint_follows_the_highest_evaluation_and_survives_a_resume(tm
   assert checkpoint.best_manager(workdir).all_steps() == [4]
   curve = trainer.read_curve(workdir)
   assert [r["step"] for r in curve] == [1, 2, 3, 4, 5]
+  assert [r["max_success_rate_so_far"] for r in curve] == [0.2, 0.6, 0.6, 0.8, 0.8]
   assert trainer.best_evaluation(curve, "success_rate")["step"] == 4
   assert trainer.best_evaluation(curve + [{"step": 6, "success_rate": 0.8}], "success_rate")["step"] == 4  # earliest
   assert trainer.best_evaluation([{"step": 1}], "success_rate") is None
@@ -148,3 +149,20 @@ def test_best_checkpoint_follows_the_highest_evaluation_and_survives_a_resume(tm
   assert policy.inference == "mcmc-2"
   with pytest.raises(ValueError, match="no checkpoint"):
     checkpoint.load_policy(str(tmp_path / "ref_never"), best=True)
+
+
+def test_config_seed_drives_init_batches_and_training_noise(tmp_path):
+  demos = tiny_demos()
+  states = {}
+  for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+    config = tiny_config(num_steps=2)
+    config.seed = seed
+    _, states[name], _ = trainer.train(config, str(tmp_path / name), demos)
+  leaves = {k: jax.tree.leaves(jax.device_get(v.params)) for k, v in states.items()}
+  for x, y in zip(leaves["a"], leaves["b"]):
+    np.testing.assert_array_equal(x, y)  # the same seed: the same run
+  assert not all(np.allclose(x, y) for x, y in zip(leaves["a"], leaves["c"]))
+  from ebt_jax.data.windows import WindowDataset  # pylint: disable=g-import-not-at-top
+  norm = trainer.fit_normalizer(demos)
+  batches = [WindowDataset(demos, norm, 2, 8, 16, seed=s).batch(0, 8)["actions"] for s in (0, 1)]
+  assert not np.allclose(*batches)  # batch order follows the seed too

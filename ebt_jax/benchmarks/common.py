@@ -6,7 +6,6 @@ import os
 import platform
 
 import jax
-import numpy as np
 
 from ebt_jax.data.normalization import MinMax, Normalizer
 

@@ -129,7 +129,8 @@ def train(config, workdir: str, demos: Demos,
     on_step: optional callback ``(step, state)`` after every step (tests use it to simulate a crash).
     evaluate: optional evaluation run every ``config.eval.every_steps`` steps before the last one
       (single-process runs only); each summary is appended to ``<workdir>/eval_curve.jsonl`` with its
-      step and epoch (passes over the training windows), before the checkpoint of that step is written;
+      step, epoch (passes over the training windows) and ``max_<best_metric>_so_far``, before the
+      checkpoint of that step is written;
       a summary whose ``eval.best_metric`` (default success_rate) beats every earlier one also saves
       the state to ``<workdir>/checkpoints/best`` (``checkpoint.best_manager``).
 
@@ -257,12 +258,14 @@ def _train(config, workdir: str, demos: Demos, on_step, evaluate) -> tuple[Polic
     if evaluate is not None and eval_every and done % eval_every == 0 and done < tcfg.num_steps:
       t_eval = time.time()
       summary = evaluate(model, state, normalizer)
+      score = summary.get(best_metric)
+      new_best = isinstance(score, (int, float)) and (best is None or score > best)
+      best = score if new_best else best
       append_record(curve_path, {"step": done, "epoch": epochs(config, demos, done),
                                  "train_wall_s": wall + (t_eval - t0),
-                                 **{k: v for k, v in summary.items() if k != "episodes"}})
-      score = summary.get(best_metric)
-      if isinstance(score, (int, float)) and (best is None or score > best):
-        best = score
+                                 **{k: v for k, v in summary.items() if k != "episodes"},
+                                 f"max_{best_metric}_so_far": best})
+      if new_best:
         checkpoint.save(best_mngr, done, state, normalizer, config_dict)
         logging.info("step %d: new best %s %.3f -> %s", done, best_metric, score, best_mngr.directory)
       t0 += time.time() - t_eval  # keep evaluation time out of the next steps/s
