@@ -36,7 +36,9 @@ def dumps(obj: Any, **kwargs) -> str:
 
 
 def write(path: str, obj: Any, indent: int | None = 1) -> None:
-  """Writes ``obj`` as strict JSON to ``path`` atomically (a temporary file renamed into place)."""
+  """Writes ``obj`` as strict JSON to ``path`` atomically (a temporary file renamed into place); creates
+  the parent directory if needed."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = f"{path}.tmp"
   with open(tmp, "w") as f:
     f.write(dumps(obj, indent=indent))
