@@ -224,7 +224,8 @@ def main(argv):
   for run in comparison["runs"]:
     print(f"\n{run['name']}: {run['train_steps']} steps = {run['train_epochs'] or float('nan'):.1f} epochs")
     for label, s in run["by_inference"].items():
-      print(f"  {label:<10} {metric} {s[metric]:.3f}  ({s.get('num_episodes')} episodes, "
+      ci = "  95% CI [{:.2f}, {:.2f}]".format(*s["success_rate_ci95"]) if "success_rate_ci95" in s else ""
+      print(f"  {label:<10} {metric} {s[metric]:.3f}{ci}  ({s.get('num_episodes')} episodes, "
             f"{s['mean_sampler_steps']:.2f} steps/decision)")
     for r in run["curve"]:
       wall = f"{r['train_wall_s'] / 60:6.2f} train min" if r.get("train_wall_s") is not None else ""
