@@ -73,7 +73,5 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 5000
     c.eval.every_steps = 5000
   if variant in ("authors", "paper_authors"):
-    every = c.eval.every_steps
     lift.apply_authors(c, robomimic=False)
-    c.eval.every_steps = every
   return c

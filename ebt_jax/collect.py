@@ -36,6 +36,13 @@ SEED_STRIDE = 1_000_000
 DEFAULT_ACTION_NOISE = 0.2
 
 
+def style_backend_problem(style: str, backend: str) -> str | None:
+  """Why ``style`` cannot be collected with ``backend`` (None if it can): MJX runs the default expert only."""
+  if style != lift_styles.DEFAULT_STYLE and backend == "mjx":
+    return f"the MJX collector runs the {lift_styles.DEFAULT_STYLE!r} expert only"
+  return None
+
+
 def collect_episode(env, expert, seed: int, horizon: int, action_noise: float = 0.0) -> RawDemo | None:
   """Runs the expert from the initial state of ``seed``; -> the demo, or None if it failed.
 
@@ -109,9 +116,8 @@ def collect(task: str, num_demos: int, out: str, seed: int = 0, horizon: int = 4
     problems.append(f"backend={backend!r}: must be one of {BACKENDS}")
   if style not in lift_styles.STYLES:
     problems.append(f"style={style!r}: must be one of {sorted(lift_styles.STYLES)}")
-  elif style != lift_styles.DEFAULT_STYLE and backend == "mjx":
-    problems.append(f"style={style!r}: the MJX collector runs the {lift_styles.DEFAULT_STYLE!r} expert only; "
-                    "use backend='robosuite'")
+  elif style_backend_problem(style, backend):
+    problems.append(f"style={style!r}: {style_backend_problem(style, backend)}; use backend='robosuite'")
   if num_demos < 1:
     problems.append(f"num_demos={num_demos}: must be an integer >= 1")
   if action_noise < 0:

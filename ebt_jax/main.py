@@ -157,10 +157,9 @@ def best_over_training(config, workdir: str, result: dict, state, normalizer) ->
   best = trainer.best_evaluation(curve + [final], metric)
   if best is None:
     return {"metric": metric, "value": None, "step": None, "num_evaluations": 0, "checkpoint": None}
-  in_training = trainer.best_evaluation(curve, metric)
-  if curve and best is final and (in_training is None or final[metric] > in_training[metric]):
+  if curve and best is final:  # ties go to the earlier evaluation, so the final one beat them all
     mngr = checkpoint.best_manager(workdir)
-    checkpoint.save(mngr, final["step"], state, normalizer, json.loads(config.to_json_best_effort()))
+    checkpoint.save(mngr, final["step"], state, normalizer, result["config"])
     mngr.close()
   best_dir = os.path.join(checkpoint.checkpoint_dir(workdir), checkpoint.BEST_DIR, str(best["step"]))
   return {"metric": metric, "value": best[metric], "step": best["step"], "epoch": best.get("epoch"),

@@ -250,10 +250,10 @@ def _cross_field_problems(config, workdir: str | None, num_devices: int | None, 
     if problem:
       out.append(f"data.cache_dir={data.get('cache_dir', '')!r} (the built-in demos are collected into "
                  f"{cache_dir}): {problem}")
-  if (_collects(config) and data.get("demo_style", lift_styles.DEFAULT_STYLE) != lift_styles.DEFAULT_STYLE
-      and data.get("collect_backend", "robosuite") == "mjx"):
-    out.append(f"data.demo_style={data.demo_style!r}: the MJX collector runs the "
-               f"{lift_styles.DEFAULT_STYLE!r} expert only; use data.collect_backend='robosuite'")
+  style_problem = collect.style_backend_problem(data.get("demo_style", lift_styles.DEFAULT_STYLE),
+                                               data.get("collect_backend", "robosuite"))
+  if _collects(config) and style_problem:
+    out.append(f"data.demo_style={data.demo_style!r}: {style_problem}; use data.collect_backend='robosuite'")
   h = config.horizon
   if all(isinstance(h.get(k), int) and h.get(k) >= 1 for k in ("obs", "action", "pred")) and (
       h.action > h.pred - h.obs + 1):

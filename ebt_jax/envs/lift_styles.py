@@ -89,21 +89,14 @@ class StyledOperator:
   def __init__(self, style: str = DEFAULT_STYLE):
     self.style_name = style
     self.style = get_style(style)
-    self.expert = lift_expert.LiftExpert()
-    self.rng = np.random.default_rng(0)
-    self._via = None  # [3] offset from the hover target still to visit, or None
-    self._via_steps = 0
-    self._pause = 0
-    self._slow = 0
-    self._slow_scale = 1.0
-    self._gripper = -1.0
+    self.reset(0)
 
   def reset(self, seed: int) -> None:
     """New episode: draws the per-demo choices from a generator seeded by ``seed`` (>= 0)."""
     self.rng = np.random.default_rng([seed, 0x5171E])
     s = self.style
     config = lift_expert.ExpertConfig()
-    self._via = None
+    self._via = None  # [3] offset from the hover target still to visit, or None
     if s.varied:
       u = lambda lo_hi: float(self.rng.uniform(*lo_hi))
       config = dataclasses.replace(config, hover_height=u(HOVER_HEIGHT_M), grasp_height=u(GRASP_HEIGHT_M),
@@ -122,13 +115,10 @@ class StyledOperator:
   def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
     """obs: robomimic low-dim dict of one env step -> commanded action [7] float64 in [-1, 1]."""
     s = self.style
+    if self._pause == 0 and s.pause_prob and self.rng.random() < s.pause_prob:
+      self._pause = int(self.rng.integers(s.pause_steps[0], s.pause_steps[1] + 1))
     if self._pause > 0:  # idle: no motion, the gripper held where it was
       self._pause -= 1
-      action = np.zeros(7)
-      action[6] = self._gripper
-      return action
-    if s.pause_prob and self.rng.random() < s.pause_prob:
-      self._pause = int(self.rng.integers(s.pause_steps[0], s.pause_steps[1] + 1)) - 1
       action = np.zeros(7)
       action[6] = self._gripper
       return action

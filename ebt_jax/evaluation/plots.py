@@ -78,6 +78,13 @@ def curve(records: Sequence[Mapping[str, Any]], path: str,
   _finish(fig, ax, path, "training step")
 
 
+def _error_bars(ax, xs, ys, cis, color) -> None:
+  """Draws [low, high] intervals ``cis`` around the points (xs, ys), if every point has one."""
+  if all(ci is not None for ci in cis):
+    err = [[y - lo for y, (lo, _) in zip(ys, cis)], [hi - y for y, (_, hi) in zip(ys, cis)]]
+    ax.errorbar(xs, ys, yerr=err, fmt="none", ecolor=color, alpha=0.4, capsize=2)
+
+
 def _finish(fig, ax, path: str, xlabel: str, ylabel: str | None = None) -> None:
   """Shared styling of the [0, 1]-metric plots (labels, limits, grid, legend) and the PNG write."""
   ax.set_xlabel(xlabel)
@@ -111,9 +118,7 @@ def metric_vs_inference_steps(runs: Sequence[Mapping[str, Any]], path: str, metr
       pts.sort()
       xs, ys, cis = zip(*pts)
       line, = ax.plot(xs, ys, marker="o", label=f"{run.get('name', run['policy'])} {sampler}")
-      if all(ci is not None for ci in cis):
-        err = [[y - lo for y, (lo, _) in zip(ys, cis)], [hi - y for y, (_, hi) in zip(ys, cis)]]
-        ax.errorbar(xs, ys, yerr=err, fmt="none", ecolor=line.get_color(), alpha=0.4, capsize=2)
+      _error_bars(ax, xs, ys, cis, line.get_color())
       for x, y, _ in pts:
         ax.annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 5), fontsize=7, ha="center")
   ax.set_xscale("log")
@@ -150,7 +155,5 @@ def metric_vs(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: str, x: s
       continue
     xs, ys, cis = zip(*rows)
     line, = ax.plot(xs, ys, marker="o", label=name)
-    if all(ci is not None for ci in cis):
-      err = [[y - lo for y, (lo, _) in zip(ys, cis)], [hi - y for y, (_, hi) in zip(ys, cis)]]
-      ax.errorbar(xs, ys, yerr=err, fmt="none", ecolor=line.get_color(), alpha=0.4, capsize=2)
+    _error_bars(ax, xs, ys, cis, line.get_color())
   _finish(fig, ax, path, xlabel, metric)
