@@ -3,11 +3,13 @@ r"""Collects scripted-expert demonstrations in robosuite into a robomimic-format
   python -m ebt_jax.collect --task=lift --num_demos=200 --out=/tmp/lift_scripted.hdf5
   python -m ebt_jax.collect --task=lift --num_demos=200 --out=/tmp/lift_mjx.hdf5 --backend=mjx
   python -m ebt_jax.collect --task=lift --style=teleop --action_noise=0 --out=/tmp/lift_teleop.hdf5
+  python -m ebt_jax.collect --task=can --num_demos=200 --out=/tmp/can_scripted.hdf5    # also: square
 
 Attempt k is reset with seed ``seed * 1_000_000 + k``; only successful episodes are kept (each demo
 stores its ``seed`` attribute), so the file is a deterministic function of (task, style, num_demos,
-seed, action_noise). ``--style`` picks how the scripted operator behaves (``ebt_jax.envs.lift_styles``:
-scripted, varied, hesitant, teleop; robosuite backend only). Each demo ends at the first env step at which the task succeeds. The executed position
+seed, action_noise). ``--task`` is a robomimic task with a scripted expert (``ebt_jax.tasks``: lift, can,
+square); ``--style`` picks how the scripted operator behaves (``ebt_jax.tasks.styles``: scripted, varied,
+hesitant, teleop; robosuite backend only). Each demo ends at the first env step at which the task succeeds. The executed position
 actions are perturbed with small Gaussian noise (DART) while ``actions`` keeps the expert's labels;
 see ``collect_episode``. 90% / 10% of the demos form the ``mask/train`` / ``mask/valid`` splits, as
 in robomimic's datasets.
@@ -23,11 +25,14 @@ from absl import flags, logging
 
 from ebt_jax import cli, paths
 from ebt_jax.data.robomimic_hdf5 import RawDemo, train_valid_masks, write_demos
+from ebt_jax import tasks
 from ebt_jax.envs import robosuite_env
 from ebt_jax.errors import ConfigError
-from ebt_jax.envs import lift_styles
+from ebt_jax.tasks import styles
 
-TASKS = {"lift": (robosuite_env.lift_env_args, lift_styles.StyledOperator)}
+MJX_TASKS = ("lift",)  # tasks the MJX collector implements
+# config.data.builtin -> task: what an empty data.path means in a task's config (its scripted demos).
+BUILTIN = {f"{name}_scripted": name for name in tasks.COLLECTABLE}
 BACKENDS = ("robosuite", "mjx")  # one episode at a time / batched in MJX (ebt_jax/collect_mjx.py)
 SEED_STRIDE = 1_000_000
 # Std of the DART noise on executed position actions (1 = 0.05 m per step, so 0.2 = 1 cm). Measured on
@@ -36,17 +41,20 @@ SEED_STRIDE = 1_000_000
 DEFAULT_ACTION_NOISE = 0.2
 
 
-def style_backend_problem(style: str, backend: str) -> str | None:
-  """Why ``style`` cannot be collected with ``backend`` (None if it can): MJX runs the default expert only."""
-  if style != lift_styles.DEFAULT_STYLE and backend == "mjx":
-    return f"the MJX collector runs the {lift_styles.DEFAULT_STYLE!r} expert only"
+def style_backend_problem(style: str, backend: str, task: str = "lift") -> str | None:
+  """Why ``task`` in ``style`` cannot be collected with ``backend`` (None if it can): MJX runs Lift's
+  default expert only."""
+  if backend == "mjx" and task not in MJX_TASKS:
+    return f"the MJX collector implements {', '.join(MJX_TASKS)} only, not {task!r}"
+  if style != styles.DEFAULT_STYLE and backend == "mjx":
+    return f"the MJX collector runs the {styles.DEFAULT_STYLE!r} expert only"
   return None
 
 
 def collect_episode(env, expert, seed: int, horizon: int, action_noise: float = 0.0) -> RawDemo | None:
   """Runs the expert from the initial state of ``seed``; -> the demo, or None if it failed.
 
-  ``expert``: a ``lift_styles.StyledOperator`` (``reset(seed)``, then obs -> commanded action [7]); its
+  ``expert``: a ``styles.StyledOperator`` (``reset(seed)``, then obs -> commanded action [7]); its
   commanded action is the demo's label.
 
   With ``action_noise`` > 0 the env executes the expert's action plus N(0, action_noise^2) on the three
@@ -84,40 +92,42 @@ def collect_episode(env, expert, seed: int, horizon: int, action_noise: float = 
   return None
 
 
-def collect(task: str, num_demos: int, out: str, seed: int = 0, horizon: int = 400,
+def collect(task: str, num_demos: int, out: str, seed: int = 0, horizon: int | None = None,
             action_noise: float = DEFAULT_ACTION_NOISE, max_attempts: int | None = None,
-            backend: str = "robosuite", batch_size: int = 256, style: str = lift_styles.DEFAULT_STYLE) -> str:
+            backend: str = "robosuite", batch_size: int = 256, style: str = styles.DEFAULT_STYLE) -> str:
   """Writes ``num_demos`` successful expert demos of ``task`` to ``out`` (robomimic HDF5).
 
   Args:
-    task: ``lift``.
+    task: a task of ``ebt_jax.tasks`` with a scripted expert (``tasks.COLLECTABLE``: lift, can, square).
     num_demos: successful demos to keep.
     out: output path.
     seed: collection seed (robosuite: attempt k resets with seed * 1e6 + k; MJX: episode k resets
       from ``fold_in(PRNGKey(seed), k)``).
-    horizon: max control steps per attempt.
+    horizon: max control steps per attempt (default: the task's robomimic horizon, 400 for all three).
     action_noise: std of the DART perturbation of executed position actions (``collect_episode``).
     max_attempts: give up after this many episodes (default 2 * num_demos).
     backend: ``robosuite`` (one episode at a time) or ``mjx`` (``batch_size`` episodes per jitted call;
       ``ebt_jax.collect_mjx``).
     batch_size: MJX episodes per call (CPU: keep <= 256).
-    style: operator behaviour, a name of ``lift_styles.STYLES`` (non-default styles: robosuite only).
+    style: operator behaviour, a name of ``styles.STYLES`` (non-default styles: robosuite only).
 
   Raises:
-    ConfigError: unknown task, backend or style, a non-default style with the MJX backend,
+    ConfigError: unknown task (or one without an expert), backend or style, a task or style the MJX
+      backend does not implement,
       ``num_demos`` < 1, negative ``action_noise``, or ``out`` not writable: all checked before the
       first episode.
     RuntimeError: fewer than ``num_demos`` successes within ``max_attempts``.
   """
   problems = []
-  if task not in TASKS:
-    problems.append(f"task={task!r}: must be one of {sorted(TASKS)}")
+  if task not in tasks.COLLECTABLE:
+    why = " (it has no scripted expert: train on your own file)" if task in tasks.TASKS else ""
+    problems.append(f"task={task!r}{why}: must be one of {sorted(tasks.COLLECTABLE)}")
   if backend not in BACKENDS:
     problems.append(f"backend={backend!r}: must be one of {BACKENDS}")
-  if style not in lift_styles.STYLES:
-    problems.append(f"style={style!r}: must be one of {sorted(lift_styles.STYLES)}")
-  elif style_backend_problem(style, backend):
-    problems.append(f"style={style!r}: {style_backend_problem(style, backend)}; use backend='robosuite'")
+  if style not in styles.STYLES:
+    problems.append(f"style={style!r}: must be one of {sorted(styles.STYLES)}")
+  elif backend in BACKENDS and style_backend_problem(style, backend, task):
+    problems.append(f"backend={backend!r}: {style_backend_problem(style, backend, task)}; use backend='robosuite'")
   if num_demos < 1:
     problems.append(f"num_demos={num_demos}: must be an integer >= 1")
   if action_noise < 0:
@@ -127,8 +137,9 @@ def collect(task: str, num_demos: int, out: str, seed: int = 0, horizon: int = 4
     problems.append(f"out={out!r}: {out_problem}")
   if problems:
     raise ConfigError("cannot collect demos: " + "; ".join(problems))
-  make_env_args, make_expert = TASKS[task]
-  env_args = make_env_args(horizon=horizon)
+  spec = tasks.get_task(task)
+  horizon = spec.horizon if horizon is None else horizon
+  env_args = spec.env_args(horizon)
   if backend == "mjx":
     from ebt_jax import collect_mjx  # pylint: disable=g-import-not-at-top
     demos, stats = collect_mjx.collect_demos(num_demos, seed, horizon, action_noise, batch_size, max_attempts)
@@ -139,7 +150,7 @@ def collect(task: str, num_demos: int, out: str, seed: int = 0, horizon: int = 4
                  stats["wall_time_s"])
     return out
   env = robosuite_env.make_env(env_args)
-  expert = make_expert(style)
+  expert = styles.StyledOperator(spec.expert, style)
   max_attempts = max_attempts or 2 * num_demos
   demos, attempt = [], 0
   with tqdm.tqdm(total=num_demos, desc=f"collect {task}", unit="demo") as bar:
@@ -164,10 +175,10 @@ def default_cache_dir() -> str:
 
 
 def cached_dataset(task: str, num_demos: int, seed: int, action_noise: float, cache_dir: str = "",
-                   backend: str = "robosuite", style: str = lift_styles.DEFAULT_STYLE) -> str:
+                   backend: str = "robosuite", style: str = styles.DEFAULT_STYLE) -> str:
   """Path of the built-in dataset in the cache, collecting it first (with ``backend``) if it is not there yet.
 
-  The file name holds every setting the file depends on (``lift_<style>[_mjx]_n<N>_seed<S>_noise<X>.hdf5``).
+  The file name holds every setting the file depends on (``<task>_<style>[_mjx]_n<N>_seed<S>_noise<X>.hdf5``).
   """
   tag = "" if backend == "robosuite" else f"_{backend}"
   name = f"{task}_{style}{tag}_n{num_demos}_seed{seed}_noise{action_noise:g}.hdf5"
@@ -190,16 +201,16 @@ def define_flags() -> None:
   """The CLI's flags, with absl bounds and validators: every bad value is reported (together) at parse
   time, before the first episode. Defined on demand, not at import, so that ebt_jax.main can import
   this module."""
-  flags.DEFINE_enum("task", "lift", sorted(TASKS), "Task to collect.")
+  flags.DEFINE_enum("task", "lift", sorted(tasks.COLLECTABLE), "Task to collect (ebt_jax/tasks/).")
   flags.DEFINE_integer("num_demos", 200, "Successful demos to keep.")
   flags.DEFINE_string("out", None, "Output .hdf5 path (its directory is created; must be writable).", required=True)
   flags.DEFINE_integer("seed", 0, "Collection seed (attempt k uses seed * 1e6 + k).")
-  flags.DEFINE_integer("horizon", 400, "Max env steps per attempt (20 Hz).")
+  flags.DEFINE_integer("horizon", None, "Max env steps per attempt (20 Hz); default: the task's robomimic horizon.")
   flags.DEFINE_float("action_noise", DEFAULT_ACTION_NOISE, "DART noise std on executed position actions.")
   flags.DEFINE_enum("backend", "robosuite", list(BACKENDS), "Simulator: robosuite (serial) or MJX (batched).")
   flags.DEFINE_integer("batch_size", 256, "MJX episodes per jitted call.")
-  flags.DEFINE_enum("style", lift_styles.DEFAULT_STYLE, sorted(lift_styles.STYLES),
-                    "Operator behaviour (ebt_jax/envs/lift_styles.py); robosuite backend only.")
+  flags.DEFINE_enum("style", styles.DEFAULT_STYLE, sorted(styles.STYLES),
+                    "Operator behaviour (ebt_jax/tasks/styles.py); robosuite backend only.")
   for name, low in (("num_demos", 1), ("seed", 0), ("horizon", 1), ("action_noise", 0), ("batch_size", 1)):
     cli.at_least(name, low)
   cli.output_file("out")

@@ -55,17 +55,19 @@ CURVE_PLOT = "coverage_vs_steps.png"
 
 
 def dataset_path(config) -> str:
-  """The configured dataset, or the cached built-in scripted Lift demos (collected on first use).
+  """The configured dataset, or the cached built-in scripted demos of the config's task (``data.builtin``,
+  e.g. ``can_scripted``; collected on first use).
 
   Raises:
-    ConfigError: if ``data.path`` is empty and the config has no built-in dataset (Push-T); the
+    ConfigError: if ``data.path`` is empty and the config has no built-in dataset (Push-T, ToolHang); the
       validation pass (``ebt_jax.validation``) reports this before anything runs.
   """
   if config.data.path:
     return config.data.path
-  if config.data.get("builtin", "") != "lift_scripted":
+  task = collect.BUILTIN.get(config.data.get("builtin", ""))
+  if task is None:
     raise ConfigError("data.path is empty and this config has no built-in dataset: pass --config.data.path=<dataset>")
-  return collect.cached_dataset("lift", config.data.num_demos, config.data.collect_seed,
+  return collect.cached_dataset(task, config.data.num_demos, config.data.collect_seed,
                                 config.data.action_noise, config.data.cache_dir, config.data.collect_backend,
                                 config.data.get("demo_style", "scripted"))
 

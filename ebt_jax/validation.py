@@ -30,7 +30,7 @@ from absl import logging
 from ebt_jax import collect, paths
 from ebt_jax.data.datasets import DERIVED_OBS
 from ebt_jax.data.demos import Demos
-from ebt_jax.envs import lift_styles
+from ebt_jax.tasks import styles
 from ebt_jax.errors import ConfigError, DatasetError
 from ebt_jax.policies import POLICIES
 from ebt_jax.policies.base import parse_inference
@@ -40,7 +40,8 @@ from ebt_jax.samplers.mcmc import INFERENCE_ENERGIES, PRESAMPLE_NORMS, TRAIN_STE
 EVAL_BACKENDS = ("robosuite", "mjx", "gym_pusht")
 SIM_BACKENDS = ("robosuite", "mjx")  # evaluate in the env described by the dataset's env_args
 MJX_INITIAL_STATES = ("robosuite", "sampled")
-BUILTIN_DATASETS = ("", "lift_scripted")  # data.builtin: what an empty data.path means ("" = nothing)
+# data.builtin: what an empty data.path means ("" = nothing): a task's scripted demos (collect.BUILTIN).
+BUILTIN_DATASETS = ("", *collect.BUILTIN)
 DIFFUSION_SAMPLERS = ("ddpm", "ddim")
 BEST_METRICS = ("success_rate", "mean_max_coverage", "mean_max_score")  # eval.json fields to rank checkpoints by
 RAW_ACTION_TOLERANCE = 1e-3  # raw actions may exceed [-1, 1] by this much (float32 rounding of stored data)
@@ -147,7 +148,7 @@ FIELDS: tuple[Field, ...] = (
     Field("data.collect_seed", _I, low=0, when=_collects),
     Field("data.action_noise", _F, low=0, high=1, when=_collects),
     Field("data.collect_backend", _S, choices=collect.BACKENDS, when=_collects),
-    Field("data.demo_style", _S, choices=tuple(sorted(lift_styles.STYLES)), when=_collects),
+    Field("data.demo_style", _S, choices=tuple(sorted(styles.STYLES)), when=_collects),
     Field("data.normalize_actions", _B),
     Field("data.normalize_obs", _B),
     Field("horizon.obs", _I, low=1),
@@ -250,8 +251,9 @@ def _cross_field_problems(config, workdir: str | None, num_devices: int | None, 
     if problem:
       out.append(f"data.cache_dir={data.get('cache_dir', '')!r} (the built-in demos are collected into "
                  f"{cache_dir}): {problem}")
-  style_problem = collect.style_backend_problem(data.get("demo_style", lift_styles.DEFAULT_STYLE),
-                                               data.get("collect_backend", "robosuite"))
+  style_problem = collect.style_backend_problem(data.get("demo_style", styles.DEFAULT_STYLE),
+                                               data.get("collect_backend", "robosuite"),
+                                               collect.BUILTIN.get(data.get("builtin", ""), "lift"))
   if _collects(config) and style_problem:
     out.append(f"data.demo_style={data.demo_style!r}: {style_problem}; use data.collect_backend='robosuite'")
   h = config.horizon

@@ -19,7 +19,7 @@ import robosuite
 from ebt_jax.convert import convert_robosuite
 from ebt_jax.data.robomimic_hdf5 import DatasetError, read_demos, train_valid_masks
 from ebt_jax.envs import robosuite_env
-from ebt_jax.envs.lift_expert import LiftExpert
+from ebt_jax.tasks import NumpyExpert, lift
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ("object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
@@ -37,7 +37,7 @@ def _run_episode(env, seed, max_steps, steps_after_success=None):
   robosuite_env.reset(env, seed)
   ep = {"xml": env.sim.model.get_xml(), "states": [], "actions": [], "obs": []}
   obs = robosuite_env.reset_to(env, robosuite_env.sim_state(env), ep["xml"])
-  expert = LiftExpert()
+  expert = NumpyExpert(lift.TASK.expert)
   expert.reset()
   success_at = None
   for t in range(max_steps):

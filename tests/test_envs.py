@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from ebt_jax import collect
-from ebt_jax.envs import lift_styles, robosuite_env
-from ebt_jax.envs.lift_expert import LiftExpert
+from ebt_jax.envs import robosuite_env
+from ebt_jax.tasks import styles
+from ebt_jax.tasks import NumpyExpert, lift
 from ebt_jax.errors import ConfigError
 
 # env_args as stored in robomimic's v1.5 Lift datasets (robosuite 1.4 controller format).
@@ -54,7 +55,7 @@ def test_seeded_reset_is_reproducible_and_seeds_differ(v15_env):
 
 
 def test_scripted_expert_lifts_the_cube(v15_env):
-  expert = LiftExpert()
+  expert = NumpyExpert(lift.TASK.expert)
   for seed in (11, 12):
     obs = robosuite_env.reset(v15_env, seed)
     expert.reset()
@@ -73,11 +74,11 @@ def _idle_steps(actions):
 
 def test_demo_styles_change_how_the_expert_demonstrates(v15_env):
   seed = 23  # a seed whose teleop demo pauses (a pause starts with probability 0.04 per step)
-  demos = {name: collect.collect_episode(v15_env, lift_styles.StyledOperator(name), seed, 400)
+  demos = {name: collect.collect_episode(v15_env, styles.StyledOperator(lift.TASK.expert, name), seed, 400)
            for name in ("scripted", "varied", "hesitant", "teleop")}
   assert all(d is not None for d in demos.values()), {k: d is None for k, d in demos.items()}  # all succeed
   scripted, teleop = demos["scripted"].actions, demos["teleop"].actions
-  grasp = LiftExpert().config.grasp_steps  # the scripted expert stands still only while it closes the gripper
+  grasp = NumpyExpert(lift.TASK.expert).config.grasp_steps  # the scripted expert stands still only while it closes the gripper
   assert _idle_steps(scripted) == grasp and _idle_steps(demos["hesitant"].actions) >= grasp + 3
   assert _idle_steps(teleop) >= 3  # idle pauses, recorded as the operator's commands (jitter elsewhere)
   assert len(teleop) > len(scripted) and len(demos["varied"].actions) != len(scripted)
@@ -85,11 +86,11 @@ def test_demo_styles_change_how_the_expert_demonstrates(v15_env):
   # Without DART the executed actions are the labels; the operator's jitter is in both.
   np.testing.assert_array_equal(demos["teleop"].extra["executed_actions"], teleop)
   assert np.abs(teleop).max() <= 1.0
-  again = collect.collect_episode(v15_env, lift_styles.StyledOperator("teleop"), seed, 400)
+  again = collect.collect_episode(v15_env, styles.StyledOperator(lift.TASK.expert, "teleop"), seed, 400)
   np.testing.assert_array_equal(again.actions, teleop)  # a function of the seed
-  other = collect.collect_episode(v15_env, lift_styles.StyledOperator("teleop"), seed + 1, 400)
+  other = collect.collect_episode(v15_env, styles.StyledOperator(lift.TASK.expert, "teleop"), seed + 1, 400)
   assert len(other.actions) != len(teleop) or not np.allclose(other.actions, teleop)
   with pytest.raises(ValueError, match="unknown demo style 'human'"):
-    lift_styles.StyledOperator("human")
-  with pytest.raises(ConfigError, match="style='teleop': the MJX collector"):
+    styles.StyledOperator(lift.TASK.expert, "human")
+  with pytest.raises(ConfigError, match="backend='mjx': the MJX collector runs the 'scripted' expert only"):
     collect.collect("lift", 2, "/tmp/never_written.hdf5", backend="mjx", style="teleop")

@@ -22,7 +22,7 @@ from absl import flags
 
 from ebt_jax import cli, jsonio
 from ebt_jax.envs import lift_mjcf, mjx_lift, robosuite_env
-from ebt_jax.envs.lift_expert import LiftExpert
+from ebt_jax.tasks import NumpyExpert, lift
 
 
 class Episode(NamedTuple):
@@ -49,7 +49,7 @@ def robosuite_episode(rs_env, seed: int, policy: Callable[[int, dict], np.ndarra
 
 
 def expert_policy() -> Callable[[int, dict], np.ndarray]:
-  expert = LiftExpert()
+  expert = NumpyExpert(lift.TASK.expert)
   return lambda t, obs: expert(obs)
 
 

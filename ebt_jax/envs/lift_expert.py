@@ -6,7 +6,7 @@ normalised OSC_POSE space: [dx, dy, dz, drx, dry, drz, gripper] in [-1, 1], wher
 0.5 rad per 20 Hz control step and gripper +1 closes.
 
 ``expert_step`` is a pure function of (config, expert state, observation) written against an array
-namespace ``xp``: ``numpy`` (float64, the robosuite collector, through ``LiftExpert``) or
+namespace ``xp``: ``numpy`` (float64, the robosuite collector, through ``ebt_jax.tasks.NumpyExpert``) or
 ``jax.numpy`` (jittable, vmapped over thousands of MJX environments in ``ebt_jax.collect_mjx``).
 """
 
@@ -99,28 +99,6 @@ def expert_step(cfg: ExpertConfig, state: ExpertState, obs: Mapping[str, Any], x
   action = xp.concatenate([pos, zeros, xp.reshape(yaw, (1,)), xp.reshape(gripper, (1,))])
   next_state = ExpertState(phase=next_phase, phase_steps=xp.where(advance, 0, steps), cube_start=state.cube_start)
   return action, next_state
-
-
-class LiftExpert:
-  """Stateful numpy wrapper of ``expert_step`` for robosuite (one instance; ``reset`` between episodes)."""
-
-  def __init__(self, config: ExpertConfig | None = None):
-    self.config = config or ExpertConfig()
-    self.state: ExpertState | None = None
-
-  def reset(self) -> None:
-    self.state = None
-
-  @property
-  def phase(self) -> int:
-    return APPROACH if self.state is None else int(self.state.phase)
-
-  def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
-    """obs: robomimic low-dim dict of one env step -> action [7] float64 in [-1, 1]."""
-    if self.state is None:
-      self.state = expert_init(obs)
-    action, self.state = expert_step(self.config, self.state, obs)
-    return np.asarray(action, np.float64)
 
 
 def _yaw(quat_xyzw, xp):

@@ -20,7 +20,7 @@ import numpy as np
 
 # robomimic's environment type tag for robosuite environments (robomimic.envs.env_base.EnvType.ROBOSUITE_TYPE).
 ROBOSUITE_ENV_TYPE = 1
-CONTROL_HZ = 20  # robomimic's Lift datasets: OSC_POSE policy steps at 20 Hz
+CONTROL_HZ = 20  # robomimic's datasets: OSC_POSE policy steps at 20 Hz
 
 # robosuite observation keys that robomimic renames when it writes datasets.
 _ROBOMIMIC_KEY_RENAMES = {"object-state": "object"}
@@ -33,16 +33,18 @@ def _import_robosuite():
   return robosuite
 
 
-def lift_env_args(horizon: int = 400) -> dict[str, Any]:
-  """Environment arguments of robomimic's Lift datasets, in robosuite 1.5 form.
+def robomimic_env_args(env_name: str, horizon: int = 400) -> dict[str, Any]:
+  """Environment arguments of robomimic's datasets for robosuite env ``env_name``, in robosuite 1.5 form.
 
   Panda arm, OSC_POSE delta control in the robot base frame (kp 150, damping ratio 1, inputs in
   [-1, 1] scaled to +-0.05 m and +-0.5 rad per 20 Hz control step), the default parallel-jaw gripper,
-  dense object observations, no cameras. These are robosuite's own ``OSC_POSE`` defaults, which are
-  the values robomimic's Lift datasets were recorded with.
+  dense object observations, no cameras: robosuite's own ``OSC_POSE`` defaults, the values robomimic's
+  Lift, Can, Square and ToolHang datasets were recorded with (their files say ``input_ref_frame``
+  "world"; the Panda's base has the world's orientation in all four, so the deltas mean the same).
 
   Args:
-    horizon: episode length in control steps (robomimic evaluates Lift for 400).
+    env_name: robosuite environment, e.g. ``Lift``, ``PickPlaceCan``, ``NutAssemblySquare``, ``ToolHang``.
+    horizon: episode length in control steps (robomimic evaluates Lift, Can, Square for 400, ToolHang 700).
 
   Returns:
     A JSON-serialisable dict with keys ``env_name``, ``type``, ``env_version`` and ``env_kwargs``.
@@ -54,7 +56,7 @@ def lift_env_args(horizon: int = 400) -> dict[str, Any]:
   # Keep only the arm the Panda has (BASIC also lists torso, head, base and legs parts).
   controller["body_parts"] = {"right": dict(arm, gripper={"type": "GRIP"})}
   return {
-      "env_name": "Lift",
+      "env_name": env_name,
       "type": ROBOSUITE_ENV_TYPE,
       "env_version": robosuite.__version__,
       "env_kwargs": {
@@ -70,6 +72,11 @@ def lift_env_args(horizon: int = 400) -> dict[str, Any]:
           "ignore_done": True,
       },
   }
+
+
+def lift_env_args(horizon: int = 400) -> dict[str, Any]:
+  """``robomimic_env_args("Lift", horizon)``: robomimic's Lift datasets (the MJX port's reference)."""
+  return robomimic_env_args("Lift", horizon)
 
 
 def make_env(env_args: Mapping[str, Any], horizon: int | None = None):

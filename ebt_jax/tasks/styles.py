@@ -1,14 +1,15 @@
-"""Demonstration styles for the built-in Lift collector: how the scripted operator behaves.
+"""Demonstration styles of the built-in collectors: how a scripted operator behaves, for every task.
 
-The scripted expert (``lift_expert``) moves on one smooth path at one speed and grasps at one height.
-Human demonstrations (robomimic PH, teleoperated with a SpaceMouse) do not: operators pause and
-hesitate, take other approach paths, grasp at other heights and jitter. Each style here is a named
-operator behaviour layered on the same expert, so that a recipe can be tested on more than one kind
-of data (``config.data.demo_style``; ``python -m ebt_jax.collect --style=...``):
+A scripted expert moves on one smooth path at one speed and grasps at one height. Human demonstrations
+(robomimic PH, teleoperated with a SpaceMouse) do not: operators pause and hesitate, take other
+approach paths, grasp and place at other heights and spots, and jitter. Each style here is a named
+operator behaviour layered on a task's expert (``ebt_jax.tasks.task.Expert``), so that a recipe can be
+tested on more than one kind of data (``config.data.demo_style``; ``python -m ebt_jax.collect --style=...``):
 
-  scripted   the expert as it is: one path, one speed, one grasp height (today's built-in demos)
-  varied     per demo: a via point 5-12 cm off the straight approach, hover height 3-10 cm, grasp
-             height -1.2..+0.8 cm around the cube centre, position gain 6-14 (speed)
+  scripted   the expert as it is: one path, one speed, one grasp (today's built-in demos)
+  varied     per demo: a via point 5-12 cm off the straight approach (any side) and the task's own
+             draws (``Expert.vary``: e.g. Lift's hover height 3-10 cm, grasp height -1.2..+0.8 cm,
+             position gain 6-14)
   hesitant   idle pauses (3-15 steps of zero motion, gripper held; 4 % chance per step) and
              slow-downs (5-15 steps at 20-50 % speed; 3 % per step), recorded as executed
   teleop     varied + hesitant + operator jitter (N(0, 0.1^2) on the commanded position, recorded in
@@ -18,7 +19,7 @@ Styles are orthogonal to DART (``action_noise``: noise on the *executed* positio
 expert's clean label kept); ``--config.data.action_noise=0`` turns DART's corrections off.
 
 Every random choice comes from a generator seeded by the episode's reset seed, so a style's file is a
-deterministic function of (style, num_demos, seed, action_noise). Units: actions in robosuite's
+deterministic function of (task, style, num_demos, seed, action_noise). Units: actions in robosuite's
 normalised OSC_POSE space ([-1, 1]; 1 = 0.05 m or 0.5 rad per 20 Hz step), distances in metres.
 """
 
@@ -29,7 +30,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ebt_jax.envs import lift_expert
+from ebt_jax.tasks.task import Expert, NumpyExpert
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,14 +63,11 @@ STYLES = {
 }
 DEFAULT_STYLE = "scripted"
 
-# Ranges of the ``varied`` per-demo draws.
-VIA_RADIUS_M = (0.05, 0.12)  # horizontal offset of the via point from the hover target
+# The ``varied`` via point (every task; the task's own draws are ``Expert.vary``).
+VIA_RADIUS_M = (0.05, 0.12)  # horizontal offset of the via point from the approach point
 VIA_LIFT_M = (0.02, 0.08)  # extra height of the via point
 VIA_TOLERANCE_M = 0.02  # the via point counts as reached within this distance
 VIA_MAX_STEPS = 40  # or after this many steps
-HOVER_HEIGHT_M = (0.03, 0.10)
-GRASP_HEIGHT_M = (-0.012, 0.008)
-POS_GAIN = (6.0, 14.0)
 
 
 def get_style(name: str) -> DemoStyle:
@@ -80,31 +78,30 @@ def get_style(name: str) -> DemoStyle:
 
 
 class StyledOperator:
-  """The scripted Lift expert driven with a ``DemoStyle`` (numpy; one episode at a time, robosuite).
+  """A task's scripted expert driven with a ``DemoStyle`` (numpy; one episode at a time, robosuite).
 
   ``reset(seed)`` before each episode; then ``operator(obs) -> action`` [7] float64 in [-1, 1], the
-  action the operator commands (and the demo records as its label).
+  action the operator commands (and the demo records as its label). The expert's config must have a
+  ``pos_gain`` (action per metre): the via point is approached at the demo's own speed.
   """
 
-  def __init__(self, style: str = DEFAULT_STYLE):
+  def __init__(self, expert: Expert, style: str = DEFAULT_STYLE):
     self.style_name = style
     self.style = get_style(style)
+    self._expert_spec = expert
     self.reset(0)
 
   def reset(self, seed: int) -> None:
     """New episode: draws the per-demo choices from a generator seeded by ``seed`` (>= 0)."""
     self.rng = np.random.default_rng([seed, 0x5171E])
     s = self.style
-    config = lift_expert.ExpertConfig()
-    self._via = None  # [3] offset from the hover target still to visit, or None
+    config = self._expert_spec.config
+    self._via = None  # [3] offset from the approach point still to visit, or None
     if s.varied:
-      u = lambda lo_hi: float(self.rng.uniform(*lo_hi))
-      config = dataclasses.replace(config, hover_height=u(HOVER_HEIGHT_M), grasp_height=u(GRASP_HEIGHT_M),
-                                   pos_gain=u(POS_GAIN))
-      angle, radius = self.rng.uniform(0, 2 * np.pi), u(VIA_RADIUS_M)
-      self._via = np.array([radius * np.cos(angle), radius * np.sin(angle), u(VIA_LIFT_M)])
-    self.expert = lift_expert.LiftExpert(config)
-    self.expert.reset()
+      config = self._expert_spec.vary(config, self.rng)
+      angle, radius = self.rng.uniform(0, 2 * np.pi), float(self.rng.uniform(*VIA_RADIUS_M))
+      self._via = np.array([radius * np.cos(angle), radius * np.sin(angle), float(self.rng.uniform(*VIA_LIFT_M))])
+    self.expert = NumpyExpert(self._expert_spec, config)
     self._via_steps = self._pause = self._slow = 0
     self._slow_scale, self._gripper = 1.0, -1.0
 
@@ -139,14 +136,13 @@ class StyledOperator:
 
   def _to_via(self, obs) -> np.ndarray:
     """Moves towards the via point (gripper open, no rotation) until it is reached, then hands over."""
-    cfg = self.expert.config
-    target = obs["object"][:3] + np.array([0.0, 0.0, cfg.hover_height]) + self._via
+    target = np.asarray(self._expert_spec.approach_point(self.expert.config, obs, np)) + self._via
     err = target - obs["robot0_eef_pos"]
     self._via_steps += 1
     if np.linalg.norm(err) < VIA_TOLERANCE_M or self._via_steps > VIA_MAX_STEPS:
       self._via = None
       return self.expert(obs)
     action = np.zeros(7)
-    action[:3] = np.clip(cfg.pos_gain * err, -1.0, 1.0)
+    action[:3] = np.clip(self.expert.config.pos_gain * err, -1.0, 1.0)  # the demo's own speed
     action[6] = -1.0
     return action
