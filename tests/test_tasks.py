@@ -75,8 +75,8 @@ def test_object_layout_is_the_world_pose_after_the_relative_one():
   obs = robosuite_env.set_state(env, robosuite_env.sim_state(env))  # forced update: relative entries filled
   can_body = env.sim.data.body_xpos[env.obj_body_id["Can"]]
   np.testing.assert_allclose(obs["object"][can.CAN_POS], can_body, atol=1e-9)
-  eef_rot = env.sim.data.site_xmat[env.robots[0].eef_site_id["right"]].reshape(3, 3)
-  np.testing.assert_allclose(obs["object"][:3], eef_rot.T @ (can_body - obs["robot0_eef_pos"]), atol=1e-6)
+  eef_rot = geometry.quat_to_mat(obs["robot0_eef_quat"])  # the eef frame of robot0_eef_quat
+  np.testing.assert_allclose(obs["object"][:3], eef_rot.T @ (can_body - obs["robot0_eef_pos"]), atol=1e-5)
   env.close()
   env = robosuite_env.make_env(square.TASK.env_args())
   robosuite_env.reset(env, seed=3)
