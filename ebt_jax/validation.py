@@ -25,11 +25,13 @@ import dataclasses
 import os
 from typing import Any, Callable, Sequence
 
+import numpy as np
 from absl import logging
 
 from ebt_jax import collect, paths
 from ebt_jax.data.datasets import DERIVED_OBS
 from ebt_jax.data.demos import Demos
+from ebt_jax.data.robomimic_hdf5 import read_step
 from ebt_jax.tasks import styles
 from ebt_jax.errors import ConfigError, DatasetError
 from ebt_jax.policies import POLICIES
@@ -244,7 +246,8 @@ def _cross_field_problems(config, workdir: str | None, num_devices: int | None, 
   if not path and not data.get("builtin", ""):
     out.append("data.path is empty and this config has no built-in dataset: pass --config.data.path=<dataset> "
                "(Push-T: the pusht_cchi_v7_replay.zarr directory from "
-               "https://diffusion-policy.cs.columbia.edu/data/training/pusht.zip)")
+               "https://diffusion-policy.cs.columbia.edu/data/training/pusht.zip; a robomimic task such as "
+               "ToolHang: its <task>/ph/low_dim_v15.hdf5 from https://huggingface.co/datasets/amandlek/robomimic)")
   if needs_data and _collects(config):
     cache_dir = data.get("cache_dir", "") or collect.default_cache_dir()
     problem = paths.directory_problem(cache_dir)
@@ -405,5 +408,56 @@ def _check_env_args(demos: Demos, horizon: int) -> None:
     if env.action_dim != demos.action_dim:
       raise DatasetError(f"{where}: the env takes {env.action_dim}-D actions but the demos' 'actions' are "
                          f"{demos.action_dim}-D")
+    _check_obs_layout(demos, env, robosuite_env)
   finally:
     env.close()
+
+
+# Replaying a stored state gives the observation one or two physics substeps after the live one
+# (robosuite_env.set_state: <= ~1.2 mm, ~3e-3 rad on Lift); a layout or sign that differs is >> this.
+OBS_LAYOUT_TOLERANCE = 0.02
+OBS_LAYOUT_STEP = 1  # step 0 of robomimic's v1.5 files has zeros in the eef-relative object entries
+
+
+def _check_obs_layout(demos: Demos, env, robosuite_env) -> None:
+  """DatasetError if the env computes the file's observations differently (another width, order or
+  sign: e.g. ``object`` of robosuite <= 1.4, which put the world pose first and Lift's cube-to-eef
+  vector the other way round), judged by replaying step ``OBS_LAYOUT_STEP`` of the first demo."""
+  episode = demos.episodes[0].name
+  step = read_step(demos.path, episode, OBS_LAYOUT_STEP, demos.obs_keys)
+  if step is None:
+    logging.info("%s: demo %s stores no states or model_file; its observation layout is not checked", demos.path, episode)
+    return
+  state, model_file, stored = step
+  try:
+    live = robosuite_env.reset_to(env, state, model_file)
+  except Exception as e:  # pylint: disable=broad-except  (robosuite's / MuJoCo's own errors)
+    logging.warning("%s: demo %s: its state %d could not be replayed in this env (%s: %s); its observation "
+                    "layout is not checked", demos.path, episode, OBS_LAYOUT_STEP, type(e).__name__, e)
+    return
+  for key in demos.obs_keys:
+    where = f"{demos.path}: demo '{episode}' key 'obs/{key}'"
+    if key not in live:
+      raise DatasetError(f"{where}: the env {demos.env_args.get('env_name')!r} has no observation {key!r} "
+                         f"(it has {sorted(live)}); the policy could not be evaluated there")
+    if live[key].shape != stored[key].shape:
+      raise DatasetError(f"{where} is {stored[key].shape[0]}-D but robosuite {_robosuite_version()} computes it "
+                         f"{live[key].shape[0]}-D for this env: the file was written by another robosuite version "
+                         "or env; regenerate its observations from its states in this robosuite "
+                         "(robomimic's dataset_states_to_obs.py)")
+    diff = np.abs(live[key] - stored[key])
+    if diff.max() > OBS_LAYOUT_TOLERANCE:
+      bad = np.flatnonzero(diff > OBS_LAYOUT_TOLERANCE)
+      raise DatasetError(
+          f"{where}: replaying its state {OBS_LAYOUT_STEP} in robosuite {_robosuite_version()} gives other values "
+          f"(entries {bad.tolist()[:8]} differ by up to {diff.max():.3g}; stored {np.round(stored[key][bad[:4]], 3).tolist()}, "
+          f"env {np.round(live[key][bad[:4]], 3).tolist()}): the file's observations were computed another way, "
+          "e.g. by robosuite <= 1.4 (robomimic's v1.4.1 files: 'object' lists the world pose first, Lift's "
+          "cube-to-eef vector has the other sign), and a policy trained on them would see different inputs "
+          "when evaluated here; use robomimic's v1.5 files or regenerate the observations from the states "
+          "in this robosuite (robomimic's dataset_states_to_obs.py)")
+
+
+def _robosuite_version() -> str:
+  import robosuite  # pylint: disable=g-import-not-at-top
+  return robosuite.__version__

@@ -17,7 +17,7 @@ from configs import tool_hang as tool_hang_config
 from ebt_jax import collect, main, tasks, validation
 from ebt_jax.data.robomimic_hdf5 import read_demos
 from ebt_jax.envs import robosuite_env
-from ebt_jax.errors import ConfigError
+from ebt_jax.errors import ConfigError, DatasetError
 from ebt_jax.tasks import can, geometry, pick_place, square, styles
 
 OBS_KEYS = ("object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
@@ -183,3 +183,22 @@ def test_tool_hang_needs_the_users_file_and_collection_refuses_it():
     collect.collect("tool_hang", 1, "/tmp/never_written.hdf5")
   with pytest.raises(ConfigError, match="the MJX collector implements lift only, not 'can'"):
     collect.collect("can", 1, "/tmp/never_written.hdf5", backend="mjx")
+
+
+def test_a_file_with_robosuite_1_4_object_layout_is_refused_before_training(task_demos, tmp_path):
+  """robomimic's v1.4.1 files list the world pose first; evaluated in robosuite 1.5 the policy would see
+  other inputs than it was trained on. The replayed state says so, naming file, demo and key."""
+  path = str(tmp_path / "can_v141_layout.hdf5")
+  with h5py.File(task_demos["can"]) as src, h5py.File(path, "w") as dst:
+    for key in src:
+      src.copy(key, dst)
+    for key, value in src.attrs.items():
+      dst.attrs[key] = value
+    for name in dst["data"]:
+      obj = dst[f"data/{name}/obs/object"]
+      obj[...] = np.concatenate([obj[:, 7:], obj[:, :7]], axis=1)  # world pose first, as robosuite <= 1.4
+  config = can_config.get_config()
+  config.data.path = path
+  validation.check_dataset(config, read_demos(task_demos["can"], OBS_KEYS))  # our own file passes
+  with pytest.raises(DatasetError, match=r"demo 'demo_0' key 'obs/object': replaying its state 1 .* robosuite <= 1.4"):
+    validation.check_dataset(config, read_demos(path, OBS_KEYS))

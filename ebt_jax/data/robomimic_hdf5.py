@@ -131,6 +131,24 @@ def read_demos(path: str | os.PathLike[str], obs_keys: Sequence[str],
                env_args=env_args)
 
 
+def read_step(path: str | os.PathLike[str], demo: str, step: int,
+              obs_keys: Sequence[str]) -> tuple[np.ndarray, str, dict[str, np.ndarray]] | None:
+  """One step of a demo as the env sees it: (state [S], model_file xml, {key: obs[key][step]}), or None
+  if the demo stores no ``states`` or no ``model_file`` (nothing to replay). ``step`` is clipped to the
+  demo's length. For checking a file's observation layout against the env (``validation``).
+  """
+  path = os.fspath(path)
+  with h5py.File(path, "r") as f:
+    g = f["data"][demo]
+    if "states" not in g or not g.attrs.get("model_file"):
+      return None
+    states = g["states"]
+    t = min(step, len(states) - 1)
+    model_file = g.attrs["model_file"]
+    model_file = model_file.decode() if isinstance(model_file, bytes) else str(model_file)
+    return np.asarray(states[t], np.float64), model_file, {k: np.asarray(g["obs"][k][t], np.float64) for k in obs_keys}
+
+
 def open_demo_file(path: str, missing_hint: str, layout_hint: str = "") -> h5py.File:
   """Opens an HDF5 demo file (robomimic's or robosuite's raw layout) that must have a ``data`` group.
 

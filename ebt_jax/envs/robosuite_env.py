@@ -223,8 +223,8 @@ def set_state(env, state: np.ndarray) -> dict[str, np.ndarray]:
   physics substeps (0.002 s each): for Lift's scripted expert, up to 1.2 mm in ``robot0_eef_pos``,
   3e-3 rad in ``robot0_joint_pos`` (at most 0.15 of the step's own change). The ``robot0_joint_acc`` entry
   is not the live one either: accelerations depend on the applied torques, which a state does not hold.
-  Each call advances the observables' timers by one substep (``force_update``), which moves the
-  sampling phase of later ``env.step`` observations.
+  Each call advances the observables' timers by two substeps (two ``force_update`` passes), which moves
+  the sampling phase of later ``env.step`` observations.
 
   Args:
     env: a robosuite env (e.g. from ``make_env``).
@@ -243,6 +243,10 @@ def set_state(env, state: np.ndarray) -> dict[str, np.ndarray]:
                      f"nv ({env.sim.model.nv}) for this model")
   env.sim.set_state_from_flattened(state)
   env.sim.forward()
+  # Twice: the eef-relative object entries (Can, Square, ToolHang: ``<obj>_to_robot0_eef_pos/quat``) read
+  # the gripper pose another observable caches during the same pass, after them, so one forced pass
+  # returns the previous pose's (measured on Can: 0.3 m off); Lift's entries do not depend on it.
+  env._get_observations(force_update=True)  # pylint: disable=protected-access
   return low_dim_obs(env._get_observations(force_update=True))  # pylint: disable=protected-access
 
 
