@@ -74,10 +74,10 @@ def main(argv):
     for s in _STYLES.value:
       r = style_stats(env, s, _EPISODES.value, _SEED.value, _NOISE.value, task.horizon, name)
       rows.append(r)
-      nan = float("nan")
+      num = lambda key: float("nan") if r[key] is None else r[key]  # no successful demo: nothing to measure
       print(f"{name:<8} {s:<10} {r['successes']:>4}/{r['episodes']:<4} [{r['success_rate_ci95'][0]:.2f}, "
-            f"{r['success_rate_ci95'][1]:.2f}] {r['length_mean'] or nan:7.1f} +- {r['length_std'] or nan:4.1f} "
-            f"{r['idle_fraction'] or nan:6.3f} {r['label_jerk'] or nan:6.3f}", flush=True)
+            f"{r['success_rate_ci95'][1]:.2f}] {num('length_mean'):7.1f} +- {num('length_std'):4.1f} "
+            f"{num('idle_fraction'):6.3f} {num('label_jerk'):6.3f}", flush=True)
     env.close()
   if _OUT.value:
     jsonio.write(_OUT.value, {"device": device_description(), "seed": _SEED.value, "action_noise": _NOISE.value,

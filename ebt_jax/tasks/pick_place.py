@@ -161,7 +161,7 @@ def expert_step(scene: Scene, cfg: ExpertConfig, state: ExpertState, obs: Mappin
   pos = xp.clip(cfg.pos_gain * err, -speed, speed)
   tilt = geometry.rotation_error(geometry.top_down(heading, xp), geometry.quat_to_mat(quat, xp), xp)
   rot = xp.clip(cfg.rot_gain * tilt, -1.0, 1.0)
-  rot = rot + xp.stack([zero, zero, xp.clip(cfg.rot_gain * turn, -cfg.turn_speed, cfg.turn_speed)])
+  rot = xp.clip(rot + xp.stack([zero, zero, xp.clip(cfg.rot_gain * turn, -cfg.turn_speed, cfg.turn_speed)]), -1.0, 1.0)
   gripper = xp.where(held, 1.0, -1.0)
   action = xp.concatenate([pos, rot, xp.reshape(gripper, (1,))])
   next_state = ExpertState(phase=xp.where(done, phase + 1, phase), phase_steps=xp.where(done, 0, steps),
