@@ -202,3 +202,16 @@ def test_a_file_with_robosuite_1_4_object_layout_is_refused_before_training(task
   validation.check_dataset(config, read_demos(task_demos["can"], OBS_KEYS))  # our own file passes
   with pytest.raises(DatasetError, match=r"demo 'demo_0' key 'obs/object': replaying its state 1 .* robosuite <= 1.4"):
     validation.check_dataset(config, read_demos(path, OBS_KEYS))
+
+
+def test_a_missed_grasp_starts_again_from_the_approach():
+  """The fingers closed on nothing (width < empty_grip_width) during the lift: back to the approach; a
+  held handle (3.2 cm) keeps the lift going."""
+  obs = {"robot0_eef_pos": np.array([-0.06, 0.15, 0.9]), "robot0_eef_quat": np.array([1.0, 0.0, 0.0, 0.0]),
+         "robot0_joint_pos": np.zeros(7),
+         "object": np.concatenate([np.zeros(7), [-0.11, 0.17, 0.83], [0.0, 0.0, 0.0, 1.0]])}
+  state = pick_place.ExpertState(phase=np.asarray(pick_place.LIFT), phase_steps=np.asarray(3), anchor=obs["robot0_eef_pos"])
+  for width, phase in ((0.001, pick_place.APPROACH), (0.031, pick_place.LIFT)):
+    o = dict(obs, robot0_gripper_qpos=np.array([width / 2, -width / 2]))
+    _, nxt = square.TASK.expert.step(square.EXPERT_CONFIG, state, o, np)
+    assert int(nxt.phase) == phase, (width, int(nxt.phase))

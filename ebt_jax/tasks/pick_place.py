@@ -6,7 +6,8 @@ the held object to its place heading where it was picked: turning it far from th
 sent the OSC astray, measured on Square), carry (the held object's reference point over the place
 target), lower,
 release (open), retreat (straight up). While the object is held, position errors are the object's own
-(it may sit off-centre in the fingers), so the expert corrects slips. A task supplies its geometry as
+(it may sit off-centre in the fingers), so the expert corrects slips; a lift or carry whose fingers
+closed on nothing starts again from the approach. A task supplies its geometry as
 a ``Scene`` of functions of the low-dim observation; Lift keeps its own four-phase expert
 (``ebt_jax.envs.lift_expert``, shared with MJX).
 
@@ -66,6 +67,8 @@ class ExpertConfig:
     release_steps: control steps spent opening it.
     max_move_steps: the descent and the lowering end after this many steps even if short of the target.
     heading_tol: the approach and the carry wait until the heading error is below this (rad).
+    empty_grip_width: finger opening (m, ``robot0_gripper_qpos[0] - [1]``) below which the gripper
+      holds nothing: a lift or carry with an empty gripper goes back to the approach (a missed grasp).
   """
   hover_height: float = 0.08
   grasp_height: float = 0.0
@@ -80,6 +83,7 @@ class ExpertConfig:
   release_steps: int = 6
   max_move_steps: int = 40
   heading_tol: float = 0.05
+  empty_grip_width: float = 0.006
 
 
 @struct.dataclass
@@ -164,6 +168,10 @@ def expert_step(scene: Scene, cfg: ExpertConfig, state: ExpertState, obs: Mappin
   rot = xp.clip(rot + xp.stack([zero, zero, xp.clip(cfg.rot_gain * turn, -cfg.turn_speed, cfg.turn_speed)]), -1.0, 1.0)
   gripper = xp.where(held, 1.0, -1.0)
   action = xp.concatenate([pos, rot, xp.reshape(gripper, (1,))])
-  next_state = ExpertState(phase=xp.where(done, phase + 1, phase), phase_steps=xp.where(done, 0, steps),
-                           anchor=xp.where(done, eef, state.anchor))
+  grip = obs["robot0_gripper_qpos"]
+  missed = ((phase == LIFT) | (phase == CARRY)) & (grip[0] - grip[1] < cfg.empty_grip_width)
+  next_phase = xp.where(missed, APPROACH, xp.where(done, phase + 1, phase))
+  restart = done | missed
+  next_state = ExpertState(phase=next_phase, phase_steps=xp.where(restart, 0, steps),
+                           anchor=xp.where(restart, eef, state.anchor))
   return action, next_state
