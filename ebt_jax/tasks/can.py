@@ -20,12 +20,11 @@ x 0.164, y 0.382).
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import numpy as np
 
 from ebt_jax.tasks import pick_place
-from ebt_jax.tasks.task import Expert, Task
+from ebt_jax.tasks.task import Task
 
 ENV_NAME = "PickPlaceCan"
 HORIZON = 400  # robomimic's rollout horizon for can/ph (robomimic/__init__.py DATASET_REGISTRY)
@@ -60,9 +59,5 @@ def vary(config: pick_place.ExpertConfig, rng: np.random.Generator) -> pick_plac
                              pos_gain=u(POS_GAIN))
 
 
-TASK = Task(
-    name="can", env_name=ENV_NAME, horizon=HORIZON, object_dim=OBJECT_DIM,
-    expert=Expert(config=EXPERT_CONFIG, init=pick_place.expert_init,
-                  step=functools.partial(pick_place.expert_step, SCENE),
-                  approach_point=functools.partial(pick_place.approach_point, SCENE), vary=vary),
-)
+TASK = Task(name="can", env_name=ENV_NAME, horizon=HORIZON, object_dim=OBJECT_DIM,
+            expert=pick_place.make_expert(SCENE, EXPERT_CONFIG, vary))

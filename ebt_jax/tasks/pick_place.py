@@ -18,12 +18,14 @@ Units: metres, radians, world frame. Actions: robosuite's normalised OSC_POSE de
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Mapping
 
 import numpy as np
 from flax import struct
 
 from ebt_jax.tasks import geometry
+from ebt_jax.tasks.task import Expert
 
 APPROACH, DESCEND, GRASP, LIFT, CARRY, LOWER, RELEASE, RETREAT = range(8)
 PHASES = ("approach", "descend", "grasp", "lift", "carry", "lower", "release", "retreat")
@@ -175,3 +177,9 @@ def expert_step(scene: Scene, cfg: ExpertConfig, state: ExpertState, obs: Mappin
   next_state = ExpertState(phase=next_phase, phase_steps=xp.where(restart, 0, steps),
                            anchor=xp.where(restart, eef, state.anchor))
   return action, next_state
+
+
+def make_expert(scene: Scene, config: ExpertConfig, vary: Callable[[ExpertConfig, np.random.Generator], ExpertConfig]) -> Expert:
+  """The task ``Expert`` of this controller for ``scene``: default ``config``, the ``varied`` style's ``vary``."""
+  return Expert(config=config, init=expert_init, step=functools.partial(expert_step, scene),
+                approach_point=functools.partial(approach_point, scene), vary=vary)

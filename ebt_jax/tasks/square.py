@@ -21,12 +21,11 @@ at these heights, measured), lowering it around the peg and letting go.
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import numpy as np
 
 from ebt_jax.tasks import geometry, pick_place
-from ebt_jax.tasks.task import Expert, Task
+from ebt_jax.tasks.task import Task
 
 ENV_NAME = "NutAssemblySquare"
 HORIZON = 400  # robomimic's rollout horizon for square/ph
@@ -106,9 +105,5 @@ def vary(config: pick_place.ExpertConfig, rng: np.random.Generator) -> pick_plac
                              pos_gain=u(POS_GAIN))
 
 
-TASK = Task(
-    name="square", env_name=ENV_NAME, horizon=HORIZON, object_dim=OBJECT_DIM,
-    expert=Expert(config=EXPERT_CONFIG, init=pick_place.expert_init,
-                  step=functools.partial(pick_place.expert_step, SCENE),
-                  approach_point=functools.partial(pick_place.approach_point, SCENE), vary=vary),
-)
+TASK = Task(name="square", env_name=ENV_NAME, horizon=HORIZON, object_dim=OBJECT_DIM,
+            expert=pick_place.make_expert(SCENE, EXPERT_CONFIG, vary))
