@@ -6,6 +6,8 @@ from __future__ import annotations
 from ebt_jax.tasks import can, lift, square, tool_hang
 from ebt_jax.tasks.task import Expert, NumpyExpert, Task
 
+__all__ = ["COLLECTABLE", "TASKS", "Expert", "NumpyExpert", "Task", "get_task", "task_of_env"]
+
 TASKS: dict[str, Task] = {t.name: t for t in (lift.TASK, can.TASK, square.TASK, tool_hang.TASK)}
 COLLECTABLE = tuple(name for name, t in TASKS.items() if t.expert is not None)
 
