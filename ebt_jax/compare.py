@@ -33,6 +33,7 @@ from scipy import stats
 from ebt_jax import cli, jsonio
 from ebt_jax.errors import WorkdirError
 from ebt_jax.evaluation import plots
+from ebt_jax.evaluation.episodes import wilson_ci95
 
 _RUNS = flags.DEFINE_list("runs", None, "Run directories (each with eval.json; eval_curve.jsonl optional).",
                           required=True)
@@ -46,13 +47,6 @@ STEPS_PLOT = "success_vs_inference_steps.png"
 EPOCHS_PLOT = "success_vs_epochs.png"
 WALL_CLOCK_PLOT = "success_vs_wall_clock.png"
 RESULT_FILE = "comparison.json"
-
-
-def wilson_ci95(success_rate: float, num_episodes: int) -> list[float]:
-  """95 % Wilson score interval [low, high] of a success rate over ``num_episodes`` episodes."""
-  successes = int(round(success_rate * num_episodes))
-  ci = stats.binomtest(successes, num_episodes).proportion_ci(confidence_level=0.95, method="wilson")
-  return [float(ci.low), float(ci.high)]
 
 
 def _with_ci(summary: dict) -> dict:

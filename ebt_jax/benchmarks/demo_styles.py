@@ -16,11 +16,11 @@ import time
 
 import numpy as np
 from absl import flags
-from scipy import stats
 
 from ebt_jax import cli, collect, jsonio, tasks
 from ebt_jax.benchmarks.common import device_description
 from ebt_jax.envs import robosuite_env
+from ebt_jax.evaluation.episodes import wilson_ci95
 from ebt_jax.tasks import styles
 
 _TASKS = flags.DEFINE_list("tasks", ["lift"], f"Tasks to run, of {list(tasks.COLLECTABLE)}.")
@@ -53,9 +53,9 @@ def style_stats(env, style: str, num_episodes: int, seed: int, action_noise: flo
     if demo is not None:
       demos.append(demo.actions)
   lengths = [len(a) for a in demos]
-  ci = stats.binomtest(len(demos), num_episodes).proportion_ci(confidence_level=0.95, method="wilson")
   return {"task": task, "style": style, "episodes": num_episodes, "successes": len(demos),
-          "success_rate": len(demos) / num_episodes, "success_rate_ci95": [float(ci.low), float(ci.high)],
+          "success_rate": len(demos) / num_episodes,
+          "success_rate_ci95": wilson_ci95(len(demos) / num_episodes, num_episodes),
           "length_mean": float(np.mean(lengths)) if demos else None,
           "length_std": float(np.std(lengths)) if demos else None,
           "idle_fraction": float(np.mean(np.concatenate([np.all(a[:, :6] == 0, axis=1) for a in demos]))) if demos else None,

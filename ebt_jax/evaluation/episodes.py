@@ -76,6 +76,14 @@ def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
   return summary
 
 
+def wilson_ci95(success_rate: float, num_episodes: int) -> list[float]:
+  """95 % Wilson score interval [low, high] of a success rate over ``num_episodes`` episodes (scipy.stats)."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top  (only the reports need it, not start-up)
+  successes = int(round(success_rate * num_episodes))
+  ci = stats.binomtest(successes, num_episodes).proportion_ci(confidence_level=0.95, method="wilson")
+  return [float(ci.low), float(ci.high)]
+
+
 def describe(summary: Mapping[str, Any]) -> str:
   """One log line of a ``summarize`` result: success, coverage (if any), length, sampler steps, energy (if any)."""
   parts = [f"success {summary['success_rate']:.3f} over {summary['num_episodes']} episodes"]
