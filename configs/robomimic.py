@@ -51,19 +51,14 @@ def apply_authors(c: ml_collections.ConfigDict, robomimic: bool = True) -> None:
   c.train.decay_steps = 900_000
 
 
-# Per task (ebt_jax/tasks/): its built-in demos (data.builtin: collected with the task's scripted expert;
-# "" = none, the user passes data.path). The horizon is robomimic's, from the task.
-TASKS = {"lift": "lift_scripted", "can": "can_scripted", "square": "square_scripted", "tool_hang": ""}
-
-
 def get_config(task: str = "lift", variant: str = "cpu") -> ml_collections.ConfigDict:
-  """task: a key of ``TASKS``. variant: ``cpu`` (default, sized for a 2-core CPU), ``paper`` (8 layers, width 256, 4 heads),
+  """task: a robomimic task of ``ebt_jax.tasks.TASKS``. variant: ``cpu`` (default, sized for a 2-core CPU), ``paper`` (8 layers, width 256, 4 heads),
   ``truncated`` (the CPU size trained with the authors' truncated chain, decisions capped at 6 MCMC steps:
   on the built-in demos 0.94 success after 2.0 training minutes instead of 4.6, each decision ~3x the
   cost of the default's 2 steps; README "What an EBT step costs"), ``authors`` (the CPU size with every
   choice of the authors' code, ``apply_authors``) or ``paper_authors`` (the same at the paper's size)."""
-  if task not in TASKS:
-    raise ValueError(f"unknown robomimic task {task!r}: one of {sorted(TASKS)}")
+  if task not in tasks.TASKS:
+    raise ValueError(f"unknown robomimic task {task!r}: one of {sorted(tasks.TASKS)}")
   if variant not in VARIANTS:
     raise ValueError(f"unknown variant {variant!r}: use configs/{task}.py or configs/{task}.py:<variant>, "
                      f"variant one of {VARIANTS[1:]}")
@@ -77,7 +72,8 @@ def get_config(task: str = "lift", variant: str = "cpu") -> ml_collections.Confi
   # Dataset: a robomimic HDF5 file. Empty path = collect the task's scripted demos once into the cache.
   c.data = ml_collections.ConfigDict()
   c.data.path = ""
-  c.data.builtin = TASKS[task]  # what an empty path means (ebt_jax/collect.py); "" = nothing
+  # What an empty path means: the task's scripted demos ("<task>_scripted"), or "" = none (ToolHang).
+  c.data.builtin = tasks.builtin_dataset(task)
   c.data.obs_keys = ("object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
   c.data.filter_key = ""  # e.g. "train" to use mask/train; empty = every demo
   c.data.cache_dir = ""  # default: $EBT_JAX_CACHE or ~/.cache/ebt_jax

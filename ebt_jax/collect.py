@@ -31,8 +31,6 @@ from ebt_jax.errors import ConfigError
 from ebt_jax.tasks import styles
 
 MJX_TASKS = ("lift",)  # tasks the MJX collector implements
-# config.data.builtin -> task: what an empty data.path means in a task's config (its scripted demos).
-BUILTIN = {f"{name}_scripted": name for name in tasks.COLLECTABLE}
 BACKENDS = ("robosuite", "mjx")  # one episode at a time / batched in MJX (ebt_jax/collect_mjx.py)
 SEED_STRIDE = 1_000_000
 # Std of the DART noise on executed position actions (1 = 0.05 m per step, so 0.2 = 1 cm). Measured on
@@ -126,8 +124,8 @@ def collect(task: str, num_demos: int, out: str, seed: int = 0, horizon: int | N
     problems.append(f"backend={backend!r}: must be one of {BACKENDS}")
   if style not in styles.STYLES:
     problems.append(f"style={style!r}: must be one of {sorted(styles.STYLES)}")
-  elif backend in BACKENDS and style_backend_problem(style, backend, task):
-    problems.append(f"backend={backend!r}: {style_backend_problem(style, backend, task)}; use backend='robosuite'")
+  elif backend in BACKENDS and (problem := style_backend_problem(style, backend, task)):
+    problems.append(f"backend={backend!r}: {problem}; use backend='robosuite'")
   if num_demos < 1:
     problems.append(f"num_demos={num_demos}: must be an integer >= 1")
   if action_noise < 0:

@@ -34,7 +34,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ebt_jax import cli, collect, jsonio, policies, validation
+from ebt_jax import cli, collect, jsonio, policies, tasks, validation
 from ebt_jax.data import datasets
 from ebt_jax.envs import pusht, robosuite_env
 from ebt_jax.errors import ConfigError
@@ -64,7 +64,7 @@ def dataset_path(config) -> str:
   """
   if config.data.path:
     return config.data.path
-  task = collect.BUILTIN.get(config.data.get("builtin", ""))
+  task = tasks.BUILTIN.get(config.data.get("builtin", ""))
   if task is None:
     raise ConfigError("data.path is empty and this config has no built-in dataset: pass --config.data.path=<dataset>")
   return collect.cached_dataset(task, config.data.num_demos, config.data.collect_seed,

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from absl import logging
 
-from ebt_jax import collect, paths
+from ebt_jax import collect, paths, tasks
 from ebt_jax.data.datasets import DERIVED_OBS
 from ebt_jax.data.demos import Demos
 from ebt_jax.data.robomimic_hdf5 import read_step
@@ -42,8 +42,8 @@ from ebt_jax.samplers.mcmc import INFERENCE_ENERGIES, PRESAMPLE_NORMS, TRAIN_STE
 EVAL_BACKENDS = ("robosuite", "mjx", "gym_pusht")
 SIM_BACKENDS = ("robosuite", "mjx")  # evaluate in the env described by the dataset's env_args
 MJX_INITIAL_STATES = ("robosuite", "sampled")
-# data.builtin: what an empty data.path means ("" = nothing): a task's scripted demos (collect.BUILTIN).
-BUILTIN_DATASETS = ("", *collect.BUILTIN)
+# data.builtin: what an empty data.path means ("" = nothing): a task's scripted demos (tasks.BUILTIN).
+BUILTIN_DATASETS = ("", *tasks.BUILTIN)
 DIFFUSION_SAMPLERS = ("ddpm", "ddim")
 BEST_METRICS = ("success_rate", "mean_max_coverage", "mean_max_score")  # eval.json fields to rank checkpoints by
 RAW_ACTION_TOLERANCE = 1e-3  # raw actions may exceed [-1, 1] by this much (float32 rounding of stored data)
@@ -256,9 +256,10 @@ def _cross_field_problems(config, workdir: str | None, num_devices: int | None, 
                  f"{cache_dir}): {problem}")
   style_problem = collect.style_backend_problem(data.get("demo_style", styles.DEFAULT_STYLE),
                                                data.get("collect_backend", "robosuite"),
-                                               collect.BUILTIN.get(data.get("builtin", ""), "lift"))
+                                               tasks.BUILTIN.get(data.get("builtin", ""), "lift"))
   if _collects(config) and style_problem:
-    out.append(f"data.demo_style={data.demo_style!r}: {style_problem}; use data.collect_backend='robosuite'")
+    out.append(f"data.collect_backend={data.collect_backend!r} with data.demo_style={data.demo_style!r}: "
+               f"{style_problem}; use data.collect_backend='robosuite'")
   h = config.horizon
   if all(isinstance(h.get(k), int) and h.get(k) >= 1 for k in ("obs", "action", "pred")) and (
       h.action > h.pred - h.obs + 1):
@@ -408,7 +409,7 @@ def _check_env_args(demos: Demos, horizon: int) -> None:
     if env.action_dim != demos.action_dim:
       raise DatasetError(f"{where}: the env takes {env.action_dim}-D actions but the demos' 'actions' are "
                          f"{demos.action_dim}-D")
-    _check_obs_layout(demos, env, robosuite_env)
+    _check_obs_layout(demos, env)
   finally:
     env.close()
 
@@ -419,10 +420,11 @@ OBS_LAYOUT_TOLERANCE = 0.02
 OBS_LAYOUT_STEP = 1  # step 0 of robomimic's v1.5 files has zeros in the eef-relative object entries
 
 
-def _check_obs_layout(demos: Demos, env, robosuite_env) -> None:
+def _check_obs_layout(demos: Demos, env) -> None:
   """DatasetError if the env computes the file's observations differently (another width, order or
   sign: e.g. ``object`` of robosuite <= 1.4, which put the world pose first and Lift's cube-to-eef
   vector the other way round), judged by replaying step ``OBS_LAYOUT_STEP`` of the first demo."""
+  from ebt_jax.envs import robosuite_env  # pylint: disable=g-import-not-at-top  (as _check_env_args)
   episode = demos.episodes[0].name
   step = read_step(demos.path, episode, OBS_LAYOUT_STEP, demos.obs_keys)
   if step is None:
