@@ -15,7 +15,22 @@ import ml_collections
 from ebt_jax import tasks
 
 
-VARIANTS = ("cpu", "paper", "truncated", "authors", "paper_authors")
+VARIANTS = ("cpu", "paper", "truncated", "authors", "paper_authors", "image", "paper_image")
+
+# robomimic's image datasets (image_v15, 84x84) and the paper's Table 4 policies: two cameras (ToolHang:
+# sideview_image instead of agentview_image) plus the low-dim keys.
+IMAGE_KEYS = {"tool_hang": ("sideview_image", "robot0_eye_in_hand_image")}
+DEFAULT_IMAGE_KEYS = ("agentview_image", "robot0_eye_in_hand_image")
+CPU_VISION_WIDTHS = (16, 32, 64, 128)  # ResNet-18's stages at 1/4 width: ~1/16 of its FLOPs
+
+
+def vision_config(widths=(64, 128, 256, 512), crop=(76, 76)) -> ml_collections.ConfigDict:
+  """The camera encoder's fields (``config.model.vision``; ebt_jax/models/vision.py): a GroupNorm
+  ResNet-18 trunk of ``widths`` per camera, SpatialSoftmax keypoints, features per camera, the
+  training crop / evaluation centre crop (h, w) and the training colour jitter (brightness, contrast,
+  saturation, hue; the authors' 0.3 each)."""
+  return ml_collections.ConfigDict(dict(widths=tuple(widths), num_keypoints=32, features=64, crop=tuple(crop),
+                                        color_jitter=(0.3, 0.3, 0.3, 0.3)))
 
 
 def apply_authors(c: ml_collections.ConfigDict, robomimic: bool = True) -> None:
@@ -53,6 +68,7 @@ def apply_authors(c: ml_collections.ConfigDict, robomimic: bool = True) -> None:
 
 def get_config(task: str = "lift", variant: str = "cpu") -> ml_collections.ConfigDict:
   """task: a robomimic task of ``ebt_jax.tasks.TASKS``. variant: ``cpu`` (default, sized for a 2-core CPU), ``paper`` (8 layers, width 256, 4 heads),
+  ``image`` / ``paper_image`` (two RGB cameras + low-dim, ``apply_image``, at the CPU / paper size),
   ``truncated`` (the CPU size trained with the authors' truncated chain, decisions capped at 6 MCMC steps:
   on the built-in demos 0.94 success after 2.0 training minutes instead of 4.6, each decision ~3x the
   cost of the default's 2 steps; README "What an EBT step costs"), ``authors`` (the CPU size with every
@@ -88,6 +104,13 @@ def get_config(task: str = "lift", variant: str = "cpu") -> ml_collections.Confi
   # robosuite already bounds to [-1, 1], and raw low-dim obs). Fitted on the demos, saved with checkpoints.
   c.data.normalize_actions = True
   c.data.normalize_obs = True
+  # RGB camera keys (robomimic obs/<key>, [T, H, W, 3] uint8), each through its own ResNet-18 (config.model.vision);
+  # empty = low-dim only. Built-in demos get them rendered from their states (python -m ebt_jax.render).
+  c.data.image_keys = ()
+  c.data.image_size = (84, 84)  # (H, W) of rendered frames (robomimic's image_v15: 84x84)
+  # Where training reads frames: auto (RAM if they fit in image_ram_limit_gb, else the file) | ram | file.
+  c.data.image_storage = "auto"
+  c.data.image_ram_limit_gb = 8.0
 
   # Horizons (control steps at 20 Hz): observation To, action (executed) Ta, prediction Tp.
   c.horizon = ml_collections.ConfigDict()
@@ -108,6 +131,7 @@ def get_config(task: str = "lift", variant: str = "cpu") -> ml_collections.Confi
   c.model.obs_causal_mask = False  # obs token s attends to obs tokens <= s
   c.model.cross_attn_mask = False  # action token t attends to obs tokens <= t (authors' memory mask)
   c.model.head_bias = False  # biases in the energy head's MLP
+  c.model.vision = vision_config()  # used only with data.image_keys
 
   # MCMC sampler (ebt_jax/samplers/mcmc.py: SamplerConfig), paper Table 1 / authors' code.
   c.sampler = ml_collections.ConfigDict()
@@ -165,6 +189,8 @@ def get_config(task: str = "lift", variant: str = "cpu") -> ml_collections.Confi
   # Host CPU devices to split this machine into (data-parallel mesh). On CPU, 2 devices of one thread
   # each train ~1.5x faster than 1 device of 2 threads. Ignored when a GPU/TPU is present.
   c.train.num_cpu_devices = 2
+  c.train.loader_threads = 2  # grain threads computing batches ahead (ebt_jax/data/loader.py); 0 = none
+  c.train.prefetch_batches = 4
 
   # Evaluation (ebt_jax/evaluation/): robosuite (one episode at a time, CPU) or MJX (all episodes in
   # one jitted scan; fast on GPU/TPU). Both write the same eval.json.
@@ -193,7 +219,7 @@ def get_config(task: str = "lift", variant: str = "cpu") -> ml_collections.Confi
     c.sampler.truncate_chain = True
     c.sampler.max_steps = 6
     c.eval.max_steps_sweep = (2, 4, 8)
-  if variant in ("paper", "paper_authors"):
+  if variant in ("paper", "paper_authors", "paper_image"):
     c.model.width = 256
     c.model.num_layers = 8
     c.model.num_obs_layers = 8
@@ -205,4 +231,16 @@ def get_config(task: str = "lift", variant: str = "cpu") -> ml_collections.Confi
   if variant in ("authors", "paper_authors"):
     c.name = f"{task}_{variant}"
     apply_authors(c)
+  if variant in ("image", "paper_image"):
+    c.name = f"{task}_{variant}"
+    apply_image(c, IMAGE_KEYS.get(task, DEFAULT_IMAGE_KEYS), cpu=variant == "image")
   return c
+
+
+def apply_image(c: ml_collections.ConfigDict, image_keys, cpu: bool) -> None:
+  """Image observations (paper Table 4, EBT-Policy-S): ``image_keys`` through a GroupNorm ResNet-18 each
+  (``cpu``: at 1/4 width) + SpatialSoftmax(32) -> 64 features per camera, next to the low-dim keys;
+  84 -> 76 random crops and colour jitter in training. MJX has no renderer on CPU: evaluation stays in
+  robosuite (``eval.backend`` must not be mjx)."""
+  c.data.image_keys = tuple(image_keys)
+  c.model.vision = vision_config(CPU_VISION_WIDTHS if cpu else (64, 128, 256, 512), crop=(76, 76))

@@ -34,7 +34,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ebt_jax import cli, collect, jsonio, policies, tasks, validation
+from ebt_jax import cli, collect, jsonio, policies, render, tasks, validation
 from ebt_jax.data import datasets
 from ebt_jax.envs import pusht, robosuite_env
 from ebt_jax.errors import ConfigError
@@ -56,7 +56,8 @@ CURVE_PLOT = "coverage_vs_steps.png"
 
 def dataset_path(config) -> str:
   """The configured dataset, or the cached built-in scripted demos of the config's task (``data.builtin``,
-  e.g. ``can_scripted``; collected on first use).
+  e.g. ``can_scripted``; collected on first use, and with ``data.image_keys`` rendered from their states
+  once more, ``ebt_jax.render``).
 
   Raises:
     ConfigError: if ``data.path`` is empty and the config has no built-in dataset (Push-T, ToolHang); the
@@ -67,9 +68,12 @@ def dataset_path(config) -> str:
   task = tasks.BUILTIN.get(config.data.get("builtin", ""))
   if task is None:
     raise ConfigError("data.path is empty and this config has no built-in dataset: pass --config.data.path=<dataset>")
-  return collect.cached_dataset(task, config.data.num_demos, config.data.collect_seed,
+  path = collect.cached_dataset(task, config.data.num_demos, config.data.collect_seed,
                                 config.data.action_noise, config.data.cache_dir, config.data.collect_backend,
                                 config.data.get("demo_style", "scripted"))
+  if config.data.get("image_keys", ()):  # the built-in demos' frames, rendered once from their states
+    path = render.cached_rendered(path, config.data.image_keys, *config.data.image_size)
+  return path
 
 
 def default_workdir(config) -> str:
@@ -96,9 +100,10 @@ def make_evaluator(config, policy: Policy, env_args: dict) -> Callable[[str], di
     envs = pusht.make_vector_env(e.num_episodes, e.horizon)
     return lambda label: pusht_eval.evaluate(policy, e.num_episodes, e.horizon, e.seed, rng, label, envs=envs)
   if e.backend == "robosuite":
-    env = robosuite_env.make_env(env_args, horizon=e.horizon)
+    env = robosuite_env.make_env(env_args, horizon=e.horizon, offscreen=bool(policy.cameras))
+    size = tuple(config.data.get("image_size", (84, 84)))
     return lambda label: robosuite_eval.evaluate(policy, env_args, e.num_episodes, e.horizon, e.seed, rng, label,
-                                                 env=env)
+                                                 env=env, image_size=size)
   if e.backend != "mjx":
     raise ConfigError(f"eval.backend={e.backend!r}: must be one of {validation.EVAL_BACKENDS}")
   if env_args.get("env_name") != "Lift":

@@ -40,6 +40,7 @@ from ebt_jax.models.backbone import OBS_POS_EMBS
 from ebt_jax.samplers.mcmc import INFERENCE_ENERGIES, PRESAMPLE_NORMS, TRAIN_STEPS_DRAWS
 
 EVAL_BACKENDS = ("robosuite", "mjx", "gym_pusht")
+IMAGE_STORAGES = ("auto", "ram", "file")
 SIM_BACKENDS = ("robosuite", "mjx")  # evaluate in the env described by the dataset's env_args
 MJX_INITIAL_STATES = ("robosuite", "sampled")
 # data.builtin: what an empty data.path means ("" = nothing): a task's scripted demos (tasks.BUILTIN).
@@ -138,6 +139,11 @@ def _mjx_eval(config) -> bool:
   return config.eval.get("backend", "") == "mjx"
 
 
+def _images(config) -> bool:
+  """The policy sees cameras (``data.image_keys``)."""
+  return bool(config.data.get("image_keys", ()))
+
+
 _I, _F, _B, _S = int, float, bool, str
 FIELDS: tuple[Field, ...] = (
     Field("seed", _I, low=0),
@@ -153,6 +159,9 @@ FIELDS: tuple[Field, ...] = (
     Field("data.demo_style", _S, choices=tuple(sorted(styles.STYLES)), when=_collects),
     Field("data.normalize_actions", _B),
     Field("data.normalize_obs", _B),
+    Field("data.image_size", "ints", low=8, when=lambda c: bool(c.data.get("image_keys", ()))),
+    Field("data.image_storage", _S, choices=IMAGE_STORAGES),
+    Field("data.image_ram_limit_gb", _F, low=0),
     Field("horizon.obs", _I, low=1),
     Field("horizon.action", _I, low=1),
     Field("horizon.pred", _I, low=1),
@@ -166,6 +175,10 @@ FIELDS: tuple[Field, ...] = (
     Field("model.obs_causal_mask", _B),
     Field("model.cross_attn_mask", _B),
     Field("model.head_bias", _B),
+    Field("model.vision.widths", "ints", low=1, when=_images),
+    Field("model.vision.num_keypoints", _I, low=1, when=_images),
+    Field("model.vision.features", _I, low=1, when=_images),
+    Field("model.vision.crop", "ints", low=1, when=_images),
     Field("sampler.step_size", _F, low=0, low_open=True, when=_ebt),
     Field("sampler.step_size_randomization", _F, low=1, when=_ebt),
     Field("sampler.energy_scaled_step", _B, when=_ebt),
@@ -205,6 +218,8 @@ FIELDS: tuple[Field, ...] = (
     Field("train.keep_checkpoints", _I, low=1,
           why=" (0 would make orbax delete every checkpoint, those already on disk included)"),
     Field("train.num_cpu_devices", _I, low=1),
+    Field("train.loader_threads", _I, low=0),
+    Field("train.prefetch_batches", _I, low=1),
     Field("eval.backend", _S, choices=EVAL_BACKENDS),
     Field("eval.mjx_initial_states", _S, choices=MJX_INITIAL_STATES, when=_mjx_eval),
     Field("eval.mjx_batch_size", _I, low=0, when=_mjx_eval),
@@ -292,6 +307,7 @@ def _cross_field_problems(config, workdir: str | None, num_devices: int | None, 
     out.append(f"train.batch_size={t.batch_size}: must be a multiple of the {num_devices} devices it is split "
                "over (data parallelism; CPU: train.num_cpu_devices)")
   e = config.get("eval")
+  out += _image_problems(config)
   if e is not None and e.get("backend") == "gym_pusht" and data.get("derived_obs", "") != "pusht":
     out.append("eval.backend='gym_pusht' evaluates Push-T, but data.derived_obs is not 'pusht': the policy "
                "would not see gym-pusht's observations (use configs/pusht.py)")
@@ -299,6 +315,42 @@ def _cross_field_problems(config, workdir: str | None, num_devices: int | None, 
     problem = paths.directory_problem(workdir)
     if problem:
       out.append(f"--workdir={workdir}: {problem}")
+  return out
+
+
+def _image_problems(config) -> list[str]:
+  """Camera keys, the crop against the frame size, the vision widths and the evaluation backend."""
+  data, out = config.data, []
+  keys = data.get("image_keys", ())
+  if not isinstance(keys, (list, tuple)) or not all(isinstance(k, str) and k for k in keys) or len(set(keys)) != len(keys):
+    return [f"data.image_keys={keys!r}: must be a list of distinct camera observation keys, e.g. "
+            "('agentview_image', 'robot0_eye_in_hand_image')"]
+  if not keys:
+    return out
+  e, v = config.get("eval"), config.model.get("vision")
+  if e is not None and e.get("backend") == "mjx":
+    out.append(f"eval.backend='mjx' with data.image_keys={tuple(keys)}: MJX has no renderer on CPU, so image "
+               "policies evaluate in robosuite (eval.backend='robosuite')")
+  if e is not None and e.get("backend") == "robosuite":
+    bad = [k for k in keys if not k.endswith("_image")]
+    if bad:
+      out.append(f"data.image_keys: {bad} name no robosuite camera (robomimic image keys are <camera>_image, "
+                 "e.g. agentview_image)")
+  if v is None:
+    return out + ["data.image_keys is set but the config has no model.vision block (configs/robomimic.py "
+                  "vision_config)"]
+  size, crop = tuple(data.get("image_size", ())), tuple(v.get("crop", ()))
+  if len(size) != 2 or len(crop) != 2:
+    out.append(f"data.image_size={size} and model.vision.crop={crop}: each must be (height, width)")
+  elif crop[0] > size[0] or crop[1] > size[1]:
+    out.append(f"model.vision.crop={crop}: must fit in data.image_size={size} (the crop is cut from each frame)")
+  widths = tuple(v.get("widths", ()))
+  if len(widths) != 4:
+    out.append(f"model.vision.widths={widths}: must hold 4 stage widths (ResNet-18: 64, 128, 256, 512)")
+  jitter = tuple(v.get("color_jitter", ()))
+  if len(jitter) != 4 or min(jitter, default=-1) < 0 or (len(jitter) == 4 and jitter[3] > 0.5):
+    out.append(f"model.vision.color_jitter={jitter}: must be (brightness, contrast, saturation, hue), each "
+               ">= 0 and hue <= 0.5 (zeros: no jitter)")
   return out
 
 
@@ -358,7 +410,8 @@ def check_dataset(config, demos: Demos, skip_eval: bool = False) -> None:
   repeating the last action: fine for a few, a sign of a wrong dataset or horizon for many).
 
   Raises:
-    ConfigError: ``data.normalize_actions`` false on actions outside [-1, 1]; ``eval.backend``
+    ConfigError: image frames of another size than ``data.image_size``; ``data.normalize_actions``
+      false on actions outside [-1, 1]; ``eval.backend``
       robosuite / mjx on a dataset without ``env_args`` (nothing to evaluate
       in), MJX on a task other than Lift, gym_pusht on a dataset whose actions are not 2-D.
     DatasetError: robosuite cannot build the env the dataset's ``env_args`` describe, or its action width
@@ -371,6 +424,12 @@ def check_dataset(config, demos: Demos, skip_eval: bool = False) -> None:
     logging.warning("%s: %d of %d demos are shorter than the prediction horizon horizon.pred=%d; their action "
                     "chunks are padded with the last action: %s", demos.path, len(short), len(demos.episodes), pred,
                     listed)
+  if demos.image_keys:
+    want = tuple(config.data.get("image_size", (84, 84)))
+    bad = {cam: hw for cam, hw in demos.image_shapes.items() if tuple(hw) != want}
+    if bad:
+      raise ConfigError(f"{demos.path}: image frames are {bad} (H, W), but data.image_size={want} (the size "
+                        "evaluation renders at); set --config.data.image_size to the dataset's")
   if not config.data.get("normalize_actions", True):
     lo = min(float(e.actions.min()) for e in demos.episodes)
     hi = max(float(e.actions.max()) for e in demos.episodes)

@@ -36,7 +36,7 @@ def is_zarr(path: str) -> bool:
 
 
 def read_dataset(path: str, obs_keys, filter_key: str = "", action_key: str = "action",
-                 derived_obs: str = "") -> Demos:
+                 derived_obs: str = "", image_keys=()) -> Demos:
   """Reads demonstrations from a robomimic HDF5 file or a Zarr replay buffer.
 
   Args:
@@ -46,6 +46,7 @@ def read_dataset(path: str, obs_keys, filter_key: str = "", action_key: str = "a
     filter_key: robomimic ``mask/<filter_key>``; empty = every demo. Zarr buffers have no masks.
     action_key: Zarr only: the action array under ``data/``.
     derived_obs: a name of ``DERIVED_OBS`` (Zarr only).
+    image_keys: RGB camera keys (robomimic ``obs/<key>``, Zarr ``data/<key>``), located, not loaded.
 
   Raises:
     DatasetError: from the reader, or an option the format does not have (a filter key or derived
@@ -56,13 +57,14 @@ def read_dataset(path: str, obs_keys, filter_key: str = "", action_key: str = "a
   if is_zarr(path):
     if filter_key:
       raise DatasetError(f"{path}: Zarr replay buffers have no filter masks (config.data.filter_key={filter_key!r})")
-    return zarr_replay.read_replay_buffer(path, obs_keys, action_key, DERIVED_OBS[derived_obs])
+    return zarr_replay.read_replay_buffer(path, obs_keys, action_key, DERIVED_OBS[derived_obs], image_keys)
   if derived_obs:
     raise DatasetError(f"{path}: config.data.derived_obs={derived_obs!r} applies to Zarr replay buffers only")
-  return robomimic_hdf5.read_demos(path, obs_keys, filter_key or None)
+  return robomimic_hdf5.read_demos(path, obs_keys, filter_key or None, image_keys)
 
 
 def read_configured(data_config, path: str) -> Demos:
   """``read_dataset`` with the fields of a config's ``data`` block (missing fields take defaults)."""
   return read_dataset(path, data_config.obs_keys, data_config.get("filter_key", ""),
-                      data_config.get("action_key", "action"), data_config.get("derived_obs", ""))
+                      data_config.get("action_key", "action"), data_config.get("derived_obs", ""),
+                      tuple(data_config.get("image_keys", ())))

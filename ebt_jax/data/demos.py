@@ -1,4 +1,5 @@
-"""The dataset interface every reader returns: demonstrations as episodes of low-dim observations and actions.
+"""The dataset interface every reader returns: demonstrations as episodes of low-dim observations and actions
+(and, with image keys, where each demo's camera frames live).
 
 Two formats feed it (``ebt_jax.data.datasets.read_dataset`` picks by path): robomimic HDF5
 (``robomimic_hdf5``) and Diffusion-Policy Zarr replay buffers (``zarr_replay``). Everything after it
@@ -8,7 +9,7 @@ Two formats feed it (``ebt_jax.data.datasets.read_dataset`` picks by path): robo
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -23,10 +24,13 @@ class Episode:
     name: demo name: the robomimic group (``"demo_0"``) or the replay-buffer episode (``"episode_0"``).
     obs: [T, obs_dim] float32, the keys of ``Demos.obs_keys`` concatenated (raw units).
     actions: [T, action_dim] float32 (raw units).
+    images: {camera: ``ebt_jax.data.images.ImageSource``} where this demo's frames live (not loaded;
+      ``images.ImageStore`` reads them); empty without image keys.
   """
   name: str
   obs: np.ndarray
   actions: np.ndarray
+  images: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,12 +44,21 @@ class Demos:
     obs_key_dims: the width of each key in ``obs`` (same order).
     env_args: robomimic's parsed ``data.attrs["env_args"]`` (the robosuite env to evaluate in); empty
       for formats without one (Zarr replay buffers: the config names the env).
+    image_keys: RGB camera keys read (``config.data.image_keys``), in order; each episode's ``images``
+      has them all, with the same H x W in every demo.
   """
   path: str
   episodes: tuple[Episode, ...]
   obs_keys: tuple[str, ...]
   obs_key_dims: tuple[int, ...]
   env_args: dict[str, Any]
+  image_keys: tuple[str, ...] = ()
+
+  @property
+  def image_shapes(self) -> dict[str, tuple[int, int]]:
+    """{camera: (H, W)} of the image keys."""
+    first = self.episodes[0].images
+    return {cam: (first[cam].height, first[cam].width) for cam in self.image_keys}
 
   @property
   def obs_dim(self) -> int:

@@ -5,6 +5,8 @@ Layout (robomimic v0.3 / v1.5 datasets)::
   data/                      attrs: env_args (JSON str), total (int: number of samples)
     demo_<k>/                attrs: num_samples (int), model_file (MJCF xml str, optional)
       obs/<key>              [T, D] float   low-dim observation keys
+      obs/<camera>_image     [T, H, W, 3] uint8  RGB frames (image datasets: agentview_image,
+                                            robot0_eye_in_hand_image, sideview_image; 84x84)
       actions                [T, A] float   e.g. Lift: OSC_POSE delta in [-1, 1], gripper +-1
       rewards                [T]    float
       dones                  [T]    int
@@ -25,6 +27,7 @@ from typing import Any, Mapping, Sequence
 import h5py
 import numpy as np
 
+from ebt_jax.data import images
 from ebt_jax.data.demos import DatasetError, Demos, Episode  # pylint: disable=unused-import
 
 
@@ -44,26 +47,30 @@ def _read_array(path: str, demo: str, group: h5py.Group, key: str, what: str) ->
 
 
 def read_demos(path: str | os.PathLike[str], obs_keys: Sequence[str],
-               filter_key: str | None = None) -> Demos:
-  """Reads low-dim observations and actions from a robomimic HDF5 file.
+               filter_key: str | None = None, image_keys: Sequence[str] = ()) -> Demos:
+  """Reads low-dim observations and actions from a robomimic HDF5 file (and locates its camera frames).
 
   Args:
     path: the ``.hdf5`` file.
     obs_keys: observation keys to concatenate, e.g. Lift's ``("object", "robot0_eef_pos",
       "robot0_eef_quat", "robot0_gripper_qpos")`` -> obs_dim 10 + 3 + 4 + 2 = 19.
     filter_key: a name under ``mask/`` (e.g. ``"train"``) selecting demos; ``None`` reads all.
+    image_keys: RGB observation keys (e.g. ``agentview_image``), each ``obs/<key>`` [T, H, W, 3] uint8;
+      checked here, read later (``ebt_jax.data.images.ImageStore``).
 
   Returns:
-    ``Demos`` with one ``Episode`` per demo, float32 arrays.
+    ``Demos`` with one ``Episode`` per demo, float32 arrays, each episode's ``images`` located.
 
   Raises:
     DatasetError: file missing or not HDF5; ``data`` group missing or empty; unknown filter key or a
       mask naming a missing demo; a demo without ``actions`` or an observation key; arrays that are
       not 2-D; observation and action lengths that disagree; a key or the action whose width
-      differs between demos; NaN or inf values; an empty demo.
+      differs between demos; NaN or inf values; an empty demo; an image key missing, not
+      [T, H, W, 3] uint8, or of another size than in the demos before it.
   """
   path = os.fspath(path)
   obs_keys = tuple(obs_keys)
+  image_keys = tuple(image_keys)
   if not obs_keys:
     raise DatasetError(f"{path}: no observation keys configured (config.data.obs_keys is empty)")
   with open_demo_file(path, "set --config.data.path to a robomimic .hdf5 file") as f:
@@ -82,7 +89,7 @@ def read_demos(path: str | os.PathLike[str], obs_keys: Sequence[str],
       names = sorted(wanted, key=_demo_sort_key)
     if not names:
       raise DatasetError(f"{path}: no demos in 'data'" + (f" for mask '{filter_key}'" if filter_key else ""))
-    episodes, key_dims, action_dim = [], None, None
+    episodes, key_dims, action_dim, image_hw = [], None, None, {}
     for name in names:
       demo = data[name]
       actions = _read_array(path, name, demo, "actions", "array")
@@ -125,10 +132,23 @@ def read_demos(path: str | os.PathLike[str], obs_keys: Sequence[str],
       for key, value in zip(("actions",) + tuple(f"obs/{k}" for k in obs_keys), [actions] + parts):
         if not np.all(np.isfinite(value)):
           raise DatasetError(f"{path}: demo '{name}' key '{key}' contains NaN or inf")
+      sources = {}
+      for key in image_keys:
+        if key not in demo["obs"] or not isinstance(demo["obs"][key], h5py.Dataset):
+          raise DatasetError(f"{path}: demo '{name}' has no image key 'obs/{key}' (available: "
+                             f"{sorted(demo['obs'].keys())}); an image file has e.g. agentview_image "
+                             "(render one from a low-dim file with states: python -m ebt_jax.render)")
+        node = demo["obs"][key]
+        if node.dtype != np.uint8:
+          raise DatasetError(f"{path}: demo '{name}' key 'obs/{key}' has dtype {node.dtype}, expected uint8 RGB frames")
+        h, w = images.check_image_array(path, f"data/{name}/obs/{key}", node.shape, node.dtype, len(actions),
+                                        image_hw.get(key))
+        image_hw[key] = (h, w)
+        sources[key] = images.ImageSource(path, node.name, 0, len(actions), h, w, "hdf5")
       episodes.append(Episode(name=name, obs=np.concatenate(parts, axis=1).astype(np.float32),
-                              actions=actions.astype(np.float32)))
+                              actions=actions.astype(np.float32), images=sources))
   return Demos(path=path, episodes=tuple(episodes), obs_keys=obs_keys, obs_key_dims=key_dims,
-               env_args=env_args)
+               env_args=env_args, image_keys=image_keys)
 
 
 def read_step(path: str | os.PathLike[str], demo: str, step: int,
@@ -213,7 +233,8 @@ class RawDemo:
   """One demonstration to write: every robomimic field, raw units.
 
   Attributes:
-    obs: key -> [T, D] observations (robomimic names, e.g. ``object``, ``robot0_eef_pos``).
+    obs: key -> [T, D] observations (robomimic names, e.g. ``object``, ``robot0_eef_pos``) or [T, H, W, 3]
+      uint8 camera frames (``agentview_image``; written gzip-compressed, one chunk per frame).
     actions: [T, A] actions.
     rewards: [T] task rewards.
     dones: [T] 1 where the episode ended (success), else 0.
@@ -258,7 +279,12 @@ def write_demos(path: str | os.PathLike[str], demos: Sequence[RawDemo], env_args
       for k, v in d.attrs.items():
         g.attrs[k] = v
       for key, value in d.obs.items():
-        g.create_dataset(f"obs/{key}", data=np.asarray(value))
+        value = np.asarray(value)
+        if value.ndim == 4:  # RGB frames: one gzip chunk per frame, so a batch reads only its frames
+          g.create_dataset(f"obs/{key}", data=value, chunks=(1, *value.shape[1:]), compression="gzip",
+                           compression_opts=4)
+        else:
+          g.create_dataset(f"obs/{key}", data=value)
       g.create_dataset("actions", data=np.asarray(d.actions))
       g.create_dataset("rewards", data=np.asarray(d.rewards))
       g.create_dataset("dones", data=np.asarray(d.dones))

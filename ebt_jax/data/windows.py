@@ -13,6 +13,7 @@ import dataclasses
 
 import numpy as np
 
+from ebt_jax.data import images
 from ebt_jax.data.demos import Demos
 
 
@@ -65,23 +66,29 @@ class WindowDataset:
   """Normalised demo windows, sampled into batches reproducibly from (seed, step).
 
   ``batch(step)`` depends only on ``seed`` and ``step``, so a resumed run sees exactly the batches an
-  uninterrupted one would have.
+  uninterrupted one would have. With image keys, each window also carries its To frames per camera
+  (``ebt_jax.data.images.ImageStore``: in RAM, or read per batch from the file: ``images_in_ram``).
   """
 
   def __init__(self, demos: Demos, normalizer, obs_horizon: int, action_horizon: int,
-               pred_horizon: int, seed: int):
+               pred_horizon: int, seed: int, images_in_ram: bool | str = "auto", image_ram_limit_gb: float = 8.0):
     self.obs = normalizer.obs.normalize(np.concatenate([e.obs for e in demos.episodes])).astype(np.float32)
     self.actions = normalizer.actions.normalize(
         np.concatenate([e.actions for e in demos.episodes])).astype(np.float32)
     self.index = window_index([len(e.actions) for e in demos.episodes], obs_horizon, action_horizon,
                               pred_horizon)
     self.seed = seed
+    self.images = images.store_for(demos, images_in_ram, image_ram_limit_gb)
 
   def __len__(self) -> int:
     return len(self.index)
 
   def batch(self, step: int, batch_size: int) -> dict[str, np.ndarray]:
-    """-> {"obs": [B, To, obs_dim], "actions": [B, Tp, A]} float32, normalised to [-1, 1]."""
+    """-> {"obs": [B, To, obs_dim], "actions": [B, Tp, A]} float32, normalised to [-1, 1] (+ "images":
+    {camera: [B, To, H, W, 3] uint8} with image keys)."""
     rng = np.random.default_rng((self.seed, step))
     rows = rng.integers(0, len(self.index), size=batch_size)
-    return {"obs": self.obs[self.index.obs_idx[rows]], "actions": self.actions[self.index.action_idx[rows]]}
+    out = {"obs": self.obs[self.index.obs_idx[rows]], "actions": self.actions[self.index.action_idx[rows]]}
+    if self.images is not None:
+      out["images"] = self.images.gather(self.index.obs_idx[rows])
+    return out

@@ -20,6 +20,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import zarr
 
+from ebt_jax.data import images
 from ebt_jax.data.demos import DatasetError, Demos, Episode
 
 DerivedObs = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
@@ -98,7 +99,7 @@ def _episode_ends(path: str, root) -> np.ndarray:
 
 
 def read_replay_buffer(path: str | os.PathLike[str], obs_keys: Sequence[str], action_key: str = "action",
-                       derived_obs: DerivedObs | None = None) -> Demos:
+                       derived_obs: DerivedObs | None = None, image_keys: Sequence[str] = ()) -> Demos:
   """Reads low-dim observations and actions of every episode of a replay buffer.
 
   Args:
@@ -110,6 +111,8 @@ def read_replay_buffer(path: str | os.PathLike[str], obs_keys: Sequence[str], ac
     derived_obs: optional function of the ``data/`` arrays (a lazy mapping) returning extra
       observation arrays [N, ...], e.g. ``ebt_jax.envs.pusht.observations_from_state``, so that
       training observations are computed exactly as the evaluation env computes them.
+    image_keys: RGB arrays under ``data/`` ([N, H, W, 3], uint8 or 0..255 floats: Push-T's ``img``),
+      checked here and located per episode (``ebt_jax.data.images``), read later.
 
   Returns:
     ``Demos`` with one ``Episode`` per episode (``episode_<k>``), float32, ``env_args`` empty.
@@ -117,7 +120,8 @@ def read_replay_buffer(path: str | os.PathLike[str], obs_keys: Sequence[str], ac
   Raises:
     DatasetError: not a directory or not a Zarr group; ``data`` / ``meta`` / ``meta/episode_ends`` /
       an observation key / the action missing; ``episode_ends`` not strictly increasing or not ending
-      at the arrays' length; an array with another number of steps; the action not 2-D; NaN or inf.
+      at the arrays' length; an array with another number of steps; the action not 2-D; NaN or inf;
+      an image key missing or not [N, H, W, 3].
   """
   path = os.fspath(path)
   obs_keys = tuple(obs_keys)
@@ -151,7 +155,15 @@ def read_replay_buffer(path: str | os.PathLike[str], obs_keys: Sequence[str], ac
     parts.append(value.reshape(len(value), -1))
   obs = np.concatenate(parts, axis=1).astype(np.float32)
   starts = np.concatenate([[0], ends[:-1]])
-  episodes = tuple(Episode(name=f"episode_{k}", obs=obs[a:b], actions=actions[a:b].astype(np.float32))
+  image_hw = {}
+  for key in image_keys:
+    if key not in root["data"] or not isinstance(root["data"][key], zarr.Array):
+      raise DatasetError(f"{path}: no image array 'data/{key}' (available: {sorted(root['data'].keys())})")
+    node = root["data"][key]
+    image_hw[key] = images.check_image_array(path, f"data/{key}", node.shape, node.dtype, int(ends[-1]), None)
+  episodes = tuple(Episode(name=f"episode_{k}", obs=obs[a:b], actions=actions[a:b].astype(np.float32),
+                           images={key: images.ImageSource(path, f"data/{key}", int(a), int(b - a), *image_hw[key],
+                                                           "zarr") for key in image_keys})
                    for k, (a, b) in enumerate(zip(starts, ends)))
   return Demos(path=path, episodes=episodes, obs_keys=obs_keys, obs_key_dims=tuple(p.shape[1] for p in parts),
-               env_args={})
+               env_args={}, image_keys=tuple(image_keys))

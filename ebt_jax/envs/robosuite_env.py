@@ -79,7 +79,7 @@ def lift_env_args(horizon: int = 400) -> dict[str, Any]:
   return robomimic_env_args("Lift", horizon)
 
 
-def make_env(env_args: Mapping[str, Any], horizon: int | None = None):
+def make_env(env_args: Mapping[str, Any], horizon: int | None = None, offscreen: bool = False):
   """Builds a headless robosuite env from robomimic ``env_args``.
 
   Accepts both robosuite <= 1.4 controller configs (a single part config with ``"type": "OSC_POSE"``,
@@ -88,9 +88,11 @@ def make_env(env_args: Mapping[str, Any], horizon: int | None = None):
   Args:
     env_args: the parsed ``data.attrs["env_args"]`` JSON.
     horizon: overrides the episode length (control steps) if given.
+    offscreen: create the offscreen renderer (MuJoCo's GL context: robosuite picks EGL on Linux unless
+      ``MUJOCO_GL`` says osmesa or glx) so that ``render_cameras`` works; camera observables stay off.
 
   Returns:
-    The robosuite environment (rendering and cameras off, ``ignore_done`` on: the caller ends episodes).
+    The robosuite environment (camera observations off, ``ignore_done`` on: the caller ends episodes).
 
   Raises:
     ValueError: if ``env_args`` is not a robosuite env description.
@@ -114,7 +116,7 @@ def make_env(env_args: Mapping[str, Any], horizon: int | None = None):
   for key in ("camera_depths", "camera_heights", "camera_widths", "camera_names", "render_gpu_device_id"):
     if not kwargs.get("use_camera_obs", False):
       kwargs.pop(key, None)
-  kwargs.update(has_renderer=False, has_offscreen_renderer=False, use_camera_obs=False, ignore_done=True)
+  kwargs.update(has_renderer=False, has_offscreen_renderer=offscreen, use_camera_obs=False, ignore_done=True)
   if horizon is not None:
     kwargs["horizon"] = horizon
   return robosuite.make(env_args["env_name"], **kwargs)
@@ -176,6 +178,49 @@ def low_dim_obs(raw_obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
     if value.ndim != 1 or not np.issubdtype(value.dtype, np.number):
       continue
     out[_ROBOMIMIC_KEY_RENAMES.get(key, key)] = value.astype(np.float64)
+  return out
+
+
+def camera_name(image_key: str) -> str:
+  """robomimic image key -> robosuite camera: ``agentview_image`` -> ``agentview``.
+
+  Raises:
+    ValueError: if the key does not end in ``_image``.
+  """
+  if not image_key.endswith("_image"):
+    raise ValueError(f"image observation key {image_key!r} must end in '_image' (e.g. agentview_image)")
+  return image_key[:-len("_image")]
+
+
+def render_cameras(env, image_keys, height: int, width: int) -> dict[str, np.ndarray]:
+  """The env's current frames {image key: [height, width, 3] uint8}, upright (row 0 at the top, as
+  robomimic's image datasets store them and robosuite returns with ``IMAGE_CONVENTION="opencv"``).
+
+  ``env.sim.render`` of each key's camera (``camera_name``) flipped vertically (MuJoCo's OpenGL rows
+  run bottom-up): what robosuite's camera observables compute, without rendering at every env step.
+  Needs ``make_env(..., offscreen=True)``; rendering does not change the simulation.
+
+  Raises:
+    ValueError: a key that is not ``<camera>_image`` or names no camera of the model.
+  """
+  out = {}
+  names = set(env.sim.model.camera_names)
+  for key in image_keys:
+    cam = camera_name(key)
+    if cam not in names:
+      raise ValueError(f"image key {key!r}: the env has no camera {cam!r} (cameras: {sorted(names)})")
+    frame = env.sim.render(camera_name=cam, width=width, height=height, depth=False)
+    out[key] = np.ascontiguousarray(np.asarray(frame, np.uint8)[::-1])
+  return out
+
+
+def camera_env_args(env_args: Mapping[str, Any], image_keys, height: int, width: int) -> dict[str, Any]:
+  """``env_args`` of an image dataset (as robomimic's ``dataset_states_to_obs`` writes them): camera
+  names, sizes and camera observations on."""
+  out = copy.deepcopy(dict(env_args))
+  kw = out.setdefault("env_kwargs", {})
+  kw.update(camera_names=[camera_name(k) for k in image_keys], camera_heights=height, camera_widths=width,
+            use_camera_obs=True, has_offscreen_renderer=True, camera_depths=False)
   return out
 
 

@@ -62,8 +62,14 @@ class Policy:
     """Inference label (default ``self.inference``) -> (sampler, steps); raises ValueError on a bad label."""
     return self.model.parse(self.inference if inference is None else inference)
 
+  @property
+  def cameras(self) -> tuple[str, ...]:
+    """The RGB observation keys the policy sees (empty: low-dim only)."""
+    return tuple(self.model.module.cameras)
+
   def decide(self, sampler: str) -> Callable[..., Decision]:
-    """The pure decision function of ``sampler``: ``(params, obs [B, To, obs_dim] raw, rng, steps) -> Decision``.
+    """The pure decision function of ``sampler``: ``(params, obs [B, To, obs_dim] raw, rng, steps, images)
+    -> Decision``; ``images`` {camera: [B, To, H, W, 3] uint8} for a policy with cameras, else None.
 
     ``steps`` (EBT: the cap N; diffusion: K) is an int32 that may be traced. Not jitted, so that it can
     be traced inside a larger jitted function (``mjx_eval``'s rollout).
@@ -71,28 +77,41 @@ class Policy:
     model, norm = self.model, self.normalizer
     to, ta = model.module.obs_horizon, self.action_horizon
 
-    def decide(params, obs, rng, steps):
-      out = model.sample(params, norm.obs.normalize(obs, xp=jnp), rng, sampler, steps)
+    def decide(params, obs, rng, steps, images=None):
+      out = model.sample(params, norm.obs.normalize(obs, xp=jnp), rng, sampler, steps, images=images)
       chunk = jax.lax.dynamic_slice_in_dim(out.actions, to - 1, ta, axis=1)
       return Decision(norm.actions.unnormalize(chunk, xp=jnp), out.energy, out.steps)
 
     return decide
 
-  def __call__(self, obs_history: np.ndarray, rng: jax.Array, inference: str | None = None) -> Decision:
-    """obs_history: [B, To, obs_dim] raw observations (oldest first) -> ``Decision``.
+  def __call__(self, obs_history: np.ndarray, rng: jax.Array, inference: str | None = None,
+               image_history: dict[str, np.ndarray] | None = None) -> Decision:
+    """obs_history: [B, To, obs_dim] raw observations (oldest first); image_history (a policy with
+    cameras): {camera: [B, To, H, W, 3] uint8}, the same steps -> ``Decision``.
 
     ``inference`` (e.g. "mcmc-4", "ddim-10") defaults to ``self.inference``; one compilation per
     sampler, none per step count (compiled with ``compile_options.decision()``).
 
     Raises:
-      ValueError: if ``obs_history`` is not [B, To, obs_dim] or the inference label is not one of this
+      ValueError: if ``obs_history`` is not [B, To, obs_dim], the policy's cameras are missing from
+        ``image_history`` or not [B, To, H, W, 3] uint8, or the inference label is not one of this
         policy's samplers.
     """
     obs_history = np.asarray(obs_history, np.float32)
     expected = (self.model.module.obs_horizon, self.model.obs_dim)
     if obs_history.ndim != 3 or obs_history.shape[1:] != expected:
       raise ValueError(f"obs_history has shape {obs_history.shape}, expected [B, {expected[0]}, {expected[1]}]")
+    images = None
+    if self.cameras:
+      missing = [c for c in self.cameras if c not in (image_history or {})]
+      if missing:
+        raise ValueError(f"this policy sees cameras {list(self.cameras)}; image_history lacks {missing}")
+      images = {c: np.asarray(image_history[c]) for c in self.cameras}
+      for c, v in images.items():
+        if v.dtype != np.uint8 or v.ndim != 5 or v.shape[:2] != obs_history.shape[:2] or v.shape[-1] != 3:
+          raise ValueError(f"image_history['{c}'] has shape {v.shape} dtype {v.dtype}, expected "
+                           f"[{obs_history.shape[0]}, {expected[0]}, H, W, 3] uint8")
     sampler, steps = self.parse(inference)
     if sampler not in self._jitted:
       self._jitted[sampler] = compile_options.jit_decision(self.decide(sampler))
-    return self._jitted[sampler](self.params, obs_history, rng, np.int32(steps))
+    return self._jitted[sampler](self.params, obs_history, rng, np.int32(steps), images)

@@ -3,6 +3,11 @@
 Receding-horizon action chunking: every Ta env steps the policy sees the last To observations
 (the first one repeated at the start of an episode) and returns Ta actions, executed open-loop. An
 episode ends at success (robosuite's ``_check_success``) or after ``horizon`` env steps (20 Hz).
+
+A policy with cameras also sees the last To frames of each camera. They are rendered
+(``robosuite_env.render_cameras``; the env needs ``offscreen=True``) only after the env steps whose
+observation the next decision sees (the last To before it), not at every step: with To = 2, Ta = 8, a
+quarter of the frames, the same images (rendering does not change the simulation).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from ebt_jax.evaluation.policy import Policy
 
 
 def run_episode(env, policy: Policy, seed: int, horizon: int, rng: jax.Array,
-                inference: str | None = None) -> EpisodeResult:
+                inference: str | None = None, image_size: tuple[int, int] = (84, 84)) -> EpisodeResult:
   """One rollout from the initial state of ``seed``; see the module docstring.
 
   Args:
@@ -30,26 +35,32 @@ def run_episode(env, policy: Policy, seed: int, horizon: int, rng: jax.Array,
     horizon: max env steps (20 Hz: 400 steps = 20 s).
     rng: PRNG key for the samplers' initial noise (split per decision).
     inference: inference label, e.g. "mcmc-2" or "ddim-10" (default ``policy.inference``).
+    image_size: (H, W) of the rendered frames (the training frames'; a policy with cameras only).
 
   Raises:
-    KeyError / ValueError: if the env's observations lack a trained key or have another width.
+    KeyError / ValueError: if the env's observations lack a trained key or have another width, or
+      the env has no camera a policy's image key names.
   """
   norm = policy.normalizer
   to = policy.model.module.obs_horizon
+  render = lambda: robosuite_env.render_cameras(env, policy.cameras, *image_size) if policy.cameras else {}
   obs = concat_obs(robosuite_env.reset(env, seed), norm.obs_keys, norm.obs_key_dims)
   history = collections.deque([obs] * to, maxlen=to)
+  frames = collections.deque([render()] * to, maxlen=to)
   queue: collections.deque = collections.deque()
   steps, energies, success, t = [], [], False, 0
   for t in range(1, horizon + 1):
     if not queue:
       rng, key = jax.random.split(rng)
-      decision = jax.device_get(policy(np.stack(history)[None], key, inference))
+      images = {c: np.stack([f[c] for f in frames])[None] for c in policy.cameras} or None
+      decision = jax.device_get(policy(np.stack(history)[None], key, inference, images))
       queue.extend(decision.actions[0])
       steps.append(int(decision.steps[0]))
       if decision.energy is not None:
         energies.append(float(decision.energy[0]))
     raw, _, _, _ = env.step(np.asarray(queue.popleft(), np.float64))
     history.append(concat_obs(robosuite_env.low_dim_obs(raw), norm.obs_keys, norm.obs_key_dims))
+    frames.append(render() if len(queue) < to else None)  # None: a frame no decision sees
     if robosuite_env.is_success(env):
       success = True
       break
@@ -57,7 +68,8 @@ def run_episode(env, policy: Policy, seed: int, horizon: int, rng: jax.Array,
 
 
 def evaluate(policy: Policy, env_args: Mapping[str, Any], num_episodes: int, horizon: int, seed: int,
-             rng: jax.Array, inference: str | None = None, env=None) -> dict[str, Any]:
+             rng: jax.Array, inference: str | None = None, env=None,
+             image_size: tuple[int, int] = (84, 84)) -> dict[str, Any]:
   """Runs episodes with seeds ``seed .. seed + num_episodes - 1`` and summarises them.
 
   Args:
@@ -68,12 +80,14 @@ def evaluate(policy: Policy, env_args: Mapping[str, Any], num_episodes: int, hor
     seed: first episode seed (keep it disjoint from the demo seeds).
     rng: PRNG key for the samplers' initial noise.
     inference: inference label (default ``policy.inference``).
-    env: an existing env built from ``env_args`` (reused across calls to save start-up time).
+    env: an existing env built from ``env_args`` (reused across calls to save start-up time; for a policy
+      with cameras built with ``offscreen=True``).
+    image_size: (H, W) of the rendered frames (a policy with cameras).
   """
-  env = env if env is not None else robosuite_env.make_env(env_args, horizon=horizon)
+  env = env if env is not None else robosuite_env.make_env(env_args, horizon=horizon, offscreen=bool(policy.cameras))
   results = []
   for k in range(num_episodes):
-    results.append(run_episode(env, policy, seed + k, horizon, jax.random.fold_in(rng, k), inference))
+    results.append(run_episode(env, policy, seed + k, horizon, jax.random.fold_in(rng, k), inference, image_size))
   summary = summarize(results)
   logging.info("robosuite eval (%s): %s", inference or policy.inference, describe(summary))
   return summary

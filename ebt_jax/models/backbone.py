@@ -1,6 +1,7 @@
 """The transformer trunk shared by every policy head (EBT energy head, diffusion noise head).
 
-  obs [B, To, obs_dim] -> Dense -> + position embedding(To) -> ``num_obs_layers`` pre-RMSNorm
+  obs [B, To, obs_dim] (+ camera features [B, To, 64 per camera] from ``vision.ImageEncoder`` when
+  ``cameras`` is set) -> Dense -> + position embedding(To) -> ``num_obs_layers`` pre-RMSNorm
   self-attention blocks -> obs tokens [B, To, D]                            (``encode``; EBT Alg. 1 line 2)
   actions [B, Tp, A] -> Dense, LayerNorm, GELU, Dense, GELU -> + sin-cos(Tp) -> ``num_layers`` blocks of
   (self-attention over action tokens, cross-attention to the conditioning tokens, MLP) -> [B, Tp, D]
@@ -17,13 +18,14 @@ baseline, so the two policies differ only in their heads, objectives and sampler
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from ebt_jax.models import layers
+from ebt_jax.models import layers, vision
 
 
 class Backbone(nn.Module):
@@ -42,6 +44,9 @@ class Backbone(nn.Module):
     obs_causal_mask: causal self-attention over obs tokens (the authors').
     cross_attn_mask: action token t cross-attends only to obs tokens <= t (the authors'); tokens
       before the obs tokens in ``decode``'s conditioning (the diffusion timestep) stay visible.
+    cameras: RGB observation keys, each encoded by its own ``vision.CameraEncoder`` (empty: low-dim only).
+    image_crop, color_jitter, vision_widths, num_keypoints, vision_features: the ``vision.ImageEncoder``'s
+      crop (h, w), training colour jitter, ResNet-18 widths, SpatialSoftmax keypoints, features per camera.
   """
   obs_horizon: int
   pred_horizon: int
@@ -54,6 +59,12 @@ class Backbone(nn.Module):
   obs_pos_emb: str = "sincos"
   obs_causal_mask: bool = False
   cross_attn_mask: bool = False
+  cameras: tuple[str, ...] = ()
+  image_crop: tuple[int, int] = (76, 76)
+  color_jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.3)
+  vision_widths: tuple[int, ...] = vision.RESNET18_WIDTHS
+  num_keypoints: int = 32
+  vision_features: int = 64
 
   def setup(self):
     hidden = int(self.width * self.mlp_ratio)
@@ -69,10 +80,23 @@ class Backbone(nn.Module):
       raise ValueError(f"obs_pos_emb must be one of {OBS_POS_EMBS}, got {self.obs_pos_emb!r}")
     if self.obs_pos_emb == "learned":
       self.obs_pos = self.param("obs_pos_emb", nn.initializers.zeros, (self.obs_horizon, self.width))
+    if self.cameras:
+      self.vision = vision.ImageEncoder(self.cameras, self.image_crop, self.color_jitter, self.vision_widths,
+                                        self.num_keypoints, self.vision_features)
 
-  def encode(self, obs: jax.Array, deterministic: bool = True) -> jax.Array:
-    """obs [B, To, obs_dim] normalised -> obs tokens [B, To, D]."""
+  def encode(self, obs: jax.Array, images: Mapping[str, jax.Array] | None = None, deterministic: bool = True,
+             augment: bool = False) -> jax.Array:
+    """obs [B, To, obs_dim] normalised, images {camera: [B, To, H, W, 3] uint8} (with ``cameras``; else
+    None) -> obs tokens [B, To, D]. ``augment``: training crops and colour jitter (``"augment"`` rngs).
+
+    Raises:
+      ValueError: if the model has cameras and ``images`` is None.
+    """
     pos = self.obs_pos if self.obs_pos_emb == "learned" else layers.sincos_embedding(self.obs_horizon, self.width)
+    if self.cameras:
+      if images is None:
+        raise ValueError(f"this model encodes cameras {list(self.cameras)}: pass their images")
+      obs = jnp.concatenate([obs, self.vision(images, augment)], axis=-1)
     x = self.obs_proj(obs) + pos
     mask = np.tril(np.ones((self.obs_horizon, self.obs_horizon), bool)) if self.obs_causal_mask else None
     for block in self.obs_blocks:
@@ -89,8 +113,9 @@ class Backbone(nn.Module):
       x = block(x, cond_tokens, deterministic, mask)
     return x
 
-  def __call__(self, obs: jax.Array, actions: jax.Array, deterministic: bool = True) -> jax.Array:
-    return self.decode(self.encode(obs, deterministic), actions, deterministic)
+  def __call__(self, obs: jax.Array, actions: jax.Array, images: Mapping[str, jax.Array] | None = None,
+               deterministic: bool = True) -> jax.Array:
+    return self.decode(self.encode(obs, images, deterministic), actions, deterministic)
 
 
 OBS_POS_EMBS = ("sincos", "learned")
@@ -108,7 +133,8 @@ def cross_attention_mask(pred_horizon: int, num_cond: int, obs_horizon: int) -> 
 
 # The Backbone fields every head module carries (and ``config.model`` / ``config.horizon`` set).
 TRUNK_FIELDS = ("obs_horizon", "pred_horizon", "width", "num_layers", "num_obs_layers", "num_heads", "mlp_ratio",
-                "attn_dropout", "obs_pos_emb", "obs_causal_mask", "cross_attn_mask")
+                "attn_dropout", "obs_pos_emb", "obs_causal_mask", "cross_attn_mask", "cameras", "image_crop",
+                "color_jitter", "vision_widths", "num_keypoints", "vision_features")
 
 
 def trunk_of(head: nn.Module) -> Backbone:
@@ -117,16 +143,45 @@ def trunk_of(head: nn.Module) -> Backbone:
 
 
 def head_kwargs(config, action_dim: int) -> dict[str, Any]:
-  """Constructor arguments of a head module from ``config.horizon`` and ``config.model`` (see configs/lift.py)."""
+  """Constructor arguments of a head module from ``config.horizon``, ``config.model`` (see configs/lift.py)
+  and the cameras ``config.data.image_keys`` (with ``config.model.vision``)."""
   m = config.model
-  return dict(action_dim=action_dim, obs_horizon=config.horizon.obs, pred_horizon=config.horizon.pred,
+  cameras = tuple(config.data.get("image_keys", ())) if "data" in config else ()
+  v = m.get("vision") or {}
+  image = dict(cameras=cameras)
+  if cameras:
+    image.update(image_crop=tuple(v.crop), color_jitter=tuple(v.color_jitter), vision_widths=tuple(v.widths),
+                 num_keypoints=v.num_keypoints, vision_features=v.features)
+  return dict(**image, action_dim=action_dim, obs_horizon=config.horizon.obs, pred_horizon=config.horizon.pred,
               width=m.width, num_layers=m.num_layers, num_obs_layers=m.num_obs_layers, num_heads=m.num_heads,
               mlp_ratio=m.mlp_ratio, attn_dropout=m.attn_dropout, obs_pos_emb=m.get("obs_pos_emb", "sincos"),
               obs_causal_mask=m.get("obs_causal_mask", False), cross_attn_mask=m.get("cross_attn_mask", False),
               head_bias=m.get("head_bias", False))
 
 
-def apply_method(module: nn.Module, params: Any, *args, method, dropout_rng: jax.Array | None):
-  """``module.apply`` of one method; attention dropout is on exactly when a ``dropout_rng`` is given."""
-  rngs = {"dropout": dropout_rng} if dropout_rng is not None else {}
-  return module.apply({"params": params}, *args, deterministic=dropout_rng is None, method=method, rngs=rngs)
+def apply_method(module: nn.Module, params: Any, *args, method, dropout_rng: jax.Array | None,
+                 augment_rng: jax.Array | None = None):
+  """``module.apply`` of one method; attention dropout is on exactly when a ``dropout_rng`` is given, image
+  augmentation (``encode`` of a model with cameras) exactly when an ``augment_rng`` is."""
+  rngs, kwargs = {}, {"deterministic": dropout_rng is None}
+  if dropout_rng is not None:
+    rngs["dropout"] = dropout_rng
+  if augment_rng is not None:
+    rngs["augment"], kwargs["augment"] = augment_rng, True
+  return module.apply({"params": params}, *args, method=method, rngs=rngs, **kwargs)
+
+
+AUGMENT_STREAM = 0x696D67  # folded into a loss's rng for the image augmentation key
+
+
+def augment_rng(module: nn.Module, rng: jax.Array) -> jax.Array | None:
+  """The training augmentation key of a head module with cameras (folded from the loss's ``rng``, so the
+  other random streams of a low-dim model are unchanged); None without cameras."""
+  return jax.random.fold_in(rng, AUGMENT_STREAM) if module.cameras else None
+
+
+def dummy_images(module: nn.Module) -> dict[str, jax.Array] | None:
+  """Zero images {camera: [1, To, crop_h, crop_w, 3] uint8} to initialise a head module with cameras; None without."""
+  if not module.cameras:
+    return None
+  return {cam: jnp.zeros((1, module.obs_horizon, *module.image_crop, 3), jnp.uint8) for cam in module.cameras}

@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ebt_jax.models import backbone, layers
+from ebt_jax.models import backbone, layers, vision
 
 Params = Any
 
@@ -41,6 +41,12 @@ class DiffusionTransformer(nn.Module):
   obs_causal_mask: bool = False
   cross_attn_mask: bool = False
   head_bias: bool = False
+  cameras: tuple[str, ...] = ()
+  image_crop: tuple[int, int] = (76, 76)
+  color_jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.3)
+  vision_widths: tuple[int, ...] = vision.RESNET18_WIDTHS
+  num_keypoints: int = 32
+  vision_features: int = 64
 
   def setup(self):
     self.backbone = backbone.trunk_of(self)
@@ -49,9 +55,9 @@ class DiffusionTransformer(nn.Module):
     self.head_norm = nn.RMSNorm()
     self.head = layers.Mlp(self.width, out=self.action_dim, use_bias=self.head_bias)
 
-  def encode(self, obs: jax.Array, deterministic: bool = True) -> jax.Array:
-    """obs [B, To, obs_dim] normalised -> obs tokens [B, To, D]."""
-    return self.backbone.encode(obs, deterministic)
+  def encode(self, obs: jax.Array, images=None, deterministic: bool = True, augment: bool = False) -> jax.Array:
+    """obs [B, To, obs_dim] normalised (+ images, ``backbone.Backbone.encode``) -> obs tokens [B, To, D]."""
+    return self.backbone.encode(obs, images, deterministic, augment)
 
   def predict_noise(self, obs_tokens: jax.Array, x_t: jax.Array, t: jax.Array,
                     deterministic: bool = True) -> jax.Array:
@@ -60,8 +66,9 @@ class DiffusionTransformer(nn.Module):
     cond = jnp.concatenate([time_token[:, None], obs_tokens], axis=1)
     return self.head(self.head_norm(self.backbone.decode(cond, x_t, deterministic)))
 
-  def __call__(self, obs: jax.Array, x_t: jax.Array, t: jax.Array, deterministic: bool = True) -> jax.Array:
-    return self.predict_noise(self.encode(obs, deterministic), x_t, t, deterministic)
+  def __call__(self, obs: jax.Array, x_t: jax.Array, t: jax.Array, images=None,
+               deterministic: bool = True) -> jax.Array:
+    return self.predict_noise(self.encode(obs, images, deterministic), x_t, t, deterministic)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,12 +85,14 @@ class NoiseModel:
     m = self.module
     obs = jnp.zeros((1, m.obs_horizon, self.obs_dim), jnp.float32)
     x_t = jnp.zeros((1, m.pred_horizon, m.action_dim), jnp.float32)
-    return m.init(rng, obs, x_t, jnp.zeros((1,), jnp.int32))["params"]
+    return m.init(rng, obs, x_t, jnp.zeros((1,), jnp.int32), backbone.dummy_images(m))["params"]
 
-  def encode(self, params: Params, obs: jax.Array, dropout_rng: jax.Array | None = None) -> jax.Array:
-    """obs [B, To, obs_dim] -> obs tokens [B, To, D]."""
+  def encode(self, params: Params, obs: jax.Array, dropout_rng: jax.Array | None = None, images=None,
+             augment_rng: jax.Array | None = None) -> jax.Array:
+    """obs [B, To, obs_dim], images {camera: [B, To, H, W, 3] uint8} (a model with cameras) -> obs tokens [B, To, D]."""
     chex.assert_shape(obs, (None, self.module.obs_horizon, self.obs_dim))
-    return backbone.apply_method(self.module, params, obs, method=DiffusionTransformer.encode, dropout_rng=dropout_rng)
+    return backbone.apply_method(self.module, params, obs, images, method=DiffusionTransformer.encode,
+                                 dropout_rng=dropout_rng, augment_rng=augment_rng)
 
   def predict_noise(self, params: Params, obs_tokens: jax.Array, x_t: jax.Array, t: jax.Array,
                     dropout_rng: jax.Array | None = None) -> jax.Array:

@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ebt_jax.models import backbone, layers
+from ebt_jax.models import backbone, layers, vision
 
 Params = Any
 
@@ -39,6 +39,8 @@ class EBTransformer(nn.Module):
     obs_pos_emb, obs_causal_mask, cross_attn_mask: the trunk's mask and position choices
       (``backbone.Backbone``; the authors': "learned", True, True).
     head_bias: biases in the energy head's MLP (the authors': yes; default: no).
+    cameras, image_crop, color_jitter, vision_widths, num_keypoints, vision_features: the image encoder
+      (``backbone.Backbone``; no cameras: low-dim only).
   """
   action_dim: int
   obs_horizon: int
@@ -53,44 +55,54 @@ class EBTransformer(nn.Module):
   obs_causal_mask: bool = False
   cross_attn_mask: bool = False
   head_bias: bool = False
+  cameras: tuple[str, ...] = ()
+  image_crop: tuple[int, int] = (76, 76)
+  color_jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.3)
+  vision_widths: tuple[int, ...] = vision.RESNET18_WIDTHS
+  num_keypoints: int = 32
+  vision_features: int = 64
 
   def setup(self):
     self.backbone = backbone.trunk_of(self)
     self.head_norm = nn.RMSNorm()
     self.head = layers.Mlp(self.width, out=self.action_dim, use_bias=self.head_bias)
 
-  def encode(self, obs: jax.Array, deterministic: bool = True) -> jax.Array:
-    """obs [B, To, obs_dim] normalised -> obs tokens [B, To, D]."""
-    return self.backbone.encode(obs, deterministic)
+  def encode(self, obs: jax.Array, images=None, deterministic: bool = True, augment: bool = False) -> jax.Array:
+    """obs [B, To, obs_dim] normalised (+ images, ``backbone.Backbone.encode``) -> obs tokens [B, To, D]."""
+    return self.backbone.encode(obs, images, deterministic, augment)
 
   def energy_terms(self, obs_tokens: jax.Array, actions: jax.Array, deterministic: bool = True) -> jax.Array:
     """obs tokens [B, To, D], actions [B, Tp, A] -> per-step, per-dim energy terms [B, Tp, A]."""
     return self.head(self.head_norm(self.backbone.decode(obs_tokens, actions, deterministic)))
 
-  def __call__(self, obs: jax.Array, actions: jax.Array, deterministic: bool = True) -> jax.Array:
-    return self.energy_terms(self.encode(obs, deterministic), actions, deterministic).mean(axis=(-2, -1))
+  def __call__(self, obs: jax.Array, actions: jax.Array, images=None, deterministic: bool = True) -> jax.Array:
+    return self.energy_terms(self.encode(obs, images, deterministic), actions, deterministic).mean(axis=(-2, -1))
 
 
 @dataclasses.dataclass(frozen=True)
 class EnergyModel:
   """Pure functions of (params, inputs) around ``EBTransformer``.
 
-  All arrays are float32; obs and actions are normalised to [-1, 1] (``ebt_jax.data.normalization``).
-  Passing a ``dropout_rng`` turns attention dropout on (training); ``None`` is deterministic.
+  All arrays are float32; obs and actions are normalised to [-1, 1] (``ebt_jax.data.normalization``);
+  images (a model with cameras) are {camera: [B, To, H, W, 3] uint8}. Passing a ``dropout_rng`` turns
+  attention dropout on (training), an ``augment_rng`` the image augmentation; ``None`` is deterministic.
   """
   module: EBTransformer
   obs_dim: int
 
   def init(self, rng: jax.Array) -> Params:
-    """-> parameter pytree (init on a [1, To, obs_dim] / [1, Tp, A] dummy batch)."""
+    """-> parameter pytree (init on a [1, To, obs_dim] / [1, Tp, A] dummy batch, images of the crop size)."""
     obs = jnp.zeros((1, self.module.obs_horizon, self.obs_dim), jnp.float32)
     actions = jnp.zeros((1, self.module.pred_horizon, self.module.action_dim), jnp.float32)
-    return self.module.init(rng, obs, actions)["params"]
+    return self.module.init(rng, obs, actions, backbone.dummy_images(self.module))["params"]
 
-  def encode(self, params: Params, obs: jax.Array, dropout_rng: jax.Array | None = None) -> jax.Array:
-    """z = f_theta(x) (Alg. 1/2 line 2). obs: [B, To, obs_dim] -> obs tokens [B, To, D]."""
+  def encode(self, params: Params, obs: jax.Array, dropout_rng: jax.Array | None = None, images=None,
+             augment_rng: jax.Array | None = None) -> jax.Array:
+    """z = f_theta(x) (Alg. 1/2 line 2). obs: [B, To, obs_dim], images {camera: [B, To, H, W, 3] uint8}
+    (a model with cameras) -> obs tokens [B, To, D]."""
     chex.assert_shape(obs, (None, self.module.obs_horizon, self.obs_dim))
-    return backbone.apply_method(self.module, params, obs, method=EBTransformer.encode, dropout_rng=dropout_rng)
+    return backbone.apply_method(self.module, params, obs, images, method=EBTransformer.encode,
+                                 dropout_rng=dropout_rng, augment_rng=augment_rng)
 
   def energy_from_tokens(self, params: Params, obs_tokens: jax.Array, actions: jax.Array,
                          dropout_rng: jax.Array | None = None) -> jax.Array:
@@ -101,12 +113,12 @@ class EnergyModel:
     return terms.mean(axis=(-2, -1))
 
   def energy(self, params: Params, obs: jax.Array, actions: jax.Array,
-             dropout_rng: jax.Array | None = None) -> jax.Array:
-    """E_theta(x, y): obs [B, To, obs_dim], actions [B, Tp, A] -> energy [B] float32."""
+             dropout_rng: jax.Array | None = None, images=None) -> jax.Array:
+    """E_theta(x, y): obs [B, To, obs_dim], actions [B, Tp, A] (images: ``encode``) -> energy [B] float32."""
     enc_rng = dec_rng = None
     if dropout_rng is not None:
       enc_rng, dec_rng = jax.random.split(dropout_rng)
-    return self.energy_from_tokens(params, self.encode(params, obs, enc_rng), actions, dec_rng)
+    return self.energy_from_tokens(params, self.encode(params, obs, enc_rng, images), actions, dec_rng)
 
 
 def make_energy_model(config, obs_dim: int, action_dim: int) -> EnergyModel:

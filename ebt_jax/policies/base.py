@@ -7,7 +7,9 @@ A policy model (``ebt.EBTPolicyModel``, ``diffusion.DiffusionPolicyModel``) bund
   init(rng) -> params
   loss(params, batch, rng) -> (scalar loss, {name: scalar metric})   batch: {"obs": [B, To, obs_dim],
                                                                               "actions": [B, Tp, A]}, normalised
-  sample(params, obs [B, To, obs_dim], rng, sampler: str (static), steps: int32 (may be traced)) -> Sample
+                                                 (+ "images": {camera: [B, To, H, W, 3] uint8} with cameras)
+  sample(params, obs [B, To, obs_dim], rng, sampler: str (static), steps: int32 (may be traced),
+         images=None) -> Sample
 
 The trainer, the ``Policy`` controller and the evaluators only call these, so ``config.policy`` (ebt |
 diffusion) is the one switch between EBT-Policy and the Diffusion Policy baseline.
@@ -61,7 +63,8 @@ class PolicyModel(Protocol):
 
   def loss(self, params: Params, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[jax.Array, Metrics]: ...
 
-  def sample(self, params: Params, obs: jax.Array, rng: jax.Array, sampler: str, steps: jax.Array) -> Sample: ...
+  def sample(self, params: Params, obs: jax.Array, rng: jax.Array, sampler: str, steps: jax.Array,
+             images=None) -> Sample: ...
 
 
 class ModelOwner:

@@ -13,6 +13,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
+from ebt_jax.models import backbone
 from ebt_jax.models.diffusion import NoiseModel, make_noise_model
 from ebt_jax.policies.base import Metrics, ModelOwner, Params, Sample
 from ebt_jax.samplers import diffusion
@@ -56,23 +57,27 @@ class DiffusionPolicyModel(ModelOwner):
   def loss(self, params: Params, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[jax.Array, Metrics]:
     """DDPM "simple" loss ||eps - eps_theta(x_t, t | obs)||^2, t ~ U{0..T-1} (``samplers.diffusion.diffusion_loss``).
 
-    batch: {"obs": [B, To, obs_dim], "actions": [B, Tp, A]} normalised. Metrics: mse_by_t_low /
-    mse_by_t_high (the loss on samples with t < T/2 and t >= T/2).
+    batch: {"obs": [B, To, obs_dim], "actions": [B, Tp, A]} normalised (+ "images" {camera: [B, To, H, W, 3]
+    uint8} for a model with cameras, augmented here). Metrics: mse_by_t_low / mse_by_t_high (the loss on
+    samples with t < T/2 and t >= T/2).
     """
     enc_rng, dec_rng, loss_rng = jax.random.split(rng, 3)
     dropout = self.module.attn_dropout > 0
-    tokens = self.model.encode(params, batch["obs"], enc_rng if dropout else None)
+    tokens = self.model.encode(params, batch["obs"], enc_rng if dropout else None, batch.get("images"),
+                               backbone.augment_rng(self.module, rng))
     eps_fn = lambda x, t: self.model.predict_noise(params, tokens, x, t, dec_rng if dropout else None)
     return diffusion.diffusion_loss(eps_fn, self.schedule, batch["actions"], loss_rng)
 
-  def sample(self, params: Params, obs: jax.Array, rng: jax.Array, sampler: str, steps: jax.Array) -> Sample:
-    """Reverse diffusion from x_T ~ N(0, I): obs [B, To, obs_dim] normalised -> ``Sample`` (energy None).
+  def sample(self, params: Params, obs: jax.Array, rng: jax.Array, sampler: str, steps: jax.Array,
+             images=None) -> Sample:
+    """Reverse diffusion from x_T ~ N(0, I): obs [B, To, obs_dim] normalised (images {camera: [B, To, H, W,
+    3] uint8} for a model with cameras, centre-cropped) -> ``Sample`` (energy None).
 
     ``sampler``: "ddpm" or "ddim" (static); ``steps``: K denoising steps (int32, may be traced; clipped
     to [1, T]).
     """
     m = self.module
-    tokens = self.model.encode(params, obs)
+    tokens = self.model.encode(params, obs, images=images)
     init_rng, noise_rng = jax.random.split(rng)
     x_T = jax.random.normal(init_rng, (obs.shape[0], m.pred_horizon, m.action_dim))
     eps_fn = lambda x, t: self.model.predict_noise(params, tokens, x, t)

@@ -12,6 +12,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
+from ebt_jax.models import backbone
 from ebt_jax.models.ebt import EnergyModel, make_energy_model
 from ebt_jax.policies.base import Metrics, ModelOwner, Params, Sample
 from ebt_jax.samplers import SamplerConfig, minimize_energy, training_chain
@@ -49,13 +50,15 @@ class EBTPolicyModel(ModelOwner):
   def loss(self, params: Params, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[jax.Array, Metrics]:
     """Alg. 1: mean over MCMC steps of the MSE to the demo chunk (``samplers.training_chain``).
 
-    batch: {"obs": [B, To, obs_dim], "actions": [B, Tp, A]} normalised. Metrics (scalars): mse_first /
-    mse_last (first / last MCMC step), energy_first / energy_last, mcmc_grad_norm (mean ||dE/dy||),
-    mcmc_steps (mean n_b).
+    batch: {"obs": [B, To, obs_dim], "actions": [B, Tp, A]} normalised (+ "images" {camera: [B, To, H, W, 3]
+    uint8} for a model with cameras, augmented here, once per batch: the chain reuses the obs tokens).
+    Metrics (scalars): mse_first / mse_last (first / last MCMC step), energy_first / energy_last,
+    mcmc_grad_norm (mean ||dE/dy||), mcmc_steps (mean n_b).
     """
     enc_rng, chain_rng = jax.random.split(rng)
     dropout = self.module.attn_dropout > 0
-    tokens = self.model.encode(params, batch["obs"], enc_rng if dropout else None)
+    tokens = self.model.encode(params, batch["obs"], enc_rng if dropout else None, batch.get("images"),
+                               backbone.augment_rng(self.module, rng))
     energy_fn = lambda actions, key: self.model.energy_from_tokens(params, tokens, actions, key if dropout else None)
     out = training_chain(energy_fn, batch["actions"], chain_rng, self.sampler)
     last = out.num_steps - 1
@@ -69,15 +72,17 @@ class EBTPolicyModel(ModelOwner):
         "mcmc_steps": out.num_steps.mean(),
     }
 
-  def sample(self, params: Params, obs: jax.Array, rng: jax.Array, sampler: str, steps: jax.Array) -> Sample:
-    """Alg. 2 from y_0 ~ N(0, init_std^2 I): obs [B, To, obs_dim] normalised -> ``Sample`` with energy.
+  def sample(self, params: Params, obs: jax.Array, rng: jax.Array, sampler: str, steps: jax.Array,
+             images=None) -> Sample:
+    """Alg. 2 from y_0 ~ N(0, init_std^2 I): obs [B, To, obs_dim] normalised (images {camera: [B, To, H, W,
+    3] uint8} for a model with cameras, centre-cropped) -> ``Sample`` with energy.
 
     ``sampler`` must be "mcmc"; ``steps`` is the cap N (int32, may be traced).
     """
     if sampler != "mcmc":
       raise ValueError(f"EBT-Policy samples with 'mcmc', not {sampler!r}")
     m = self.module
-    tokens = self.model.encode(params, obs)
+    tokens = self.model.encode(params, obs, images=images)
     init = self.sampler.init_std * jax.random.normal(rng, (obs.shape[0], m.pred_horizon, m.action_dim))
     result = minimize_energy(lambda y: self.model.energy_from_tokens(params, tokens, y), init, self.sampler, steps)
     return Sample(result.actions, result.energy, result.steps)

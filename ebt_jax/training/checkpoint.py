@@ -32,7 +32,9 @@ DAMAGED_DIR = "checkpoints_damaged"
 BEST_DIR = "best"  # checkpoints/best/<step>: the checkpoint with the highest evaluation score
 # Config fields that decide the parameter tree and what the parameters mean; a checkpoint is only
 # resumed by a run whose config agrees on every one of them.
-ARCH_FIELDS = ("policy", "horizon.obs", "horizon.pred", "data.obs_keys", "model")
+ARCH_FIELDS = ("policy", "horizon.obs", "horizon.pred", "data.obs_keys", "data.image_keys", "model")
+# What a field absent from an older checkpoint's config meant (it predates the field).
+ABSENT_MEANS = {"policy": "ebt", "data.image_keys": []}
 
 
 class Restored(NamedTuple):
@@ -193,14 +195,18 @@ def _field(config_dict: dict, path: str) -> dict[str, Any]:
 
 def architecture_differences(saved: dict, current: dict) -> list[str]:
   """The ``ARCH_FIELDS`` on which two config dicts (JSON form) differ, as "field: A in the checkpoint, B
-  in this config" lines. A field absent from an older checkpoint's config takes the current default
-  ``policy='ebt'``; other absent fields count as different only if the current config has them."""
+  in this config" lines. A field absent from an older checkpoint's config takes its ``ABSENT_MEANS``
+  value (``policy='ebt'``, no image keys); other absent fields count as different only if the current
+  config has them. The image encoder's settings (``model.vision``) count only when a config has cameras."""
   out = []
+  has_cameras = any(_field(c, "data.image_keys")["data.image_keys"] for c in (saved, current))
   for path in ARCH_FIELDS:
     a, b = _field(saved, path), _field(current, path)
-    if path == "policy" and a[path] is None:
-      a = {path: "ebt"}
+    if path in ABSENT_MEANS and a.get(path, 0) is None:
+      a = {path: ABSENT_MEANS[path]}
     for key in sorted(set(a) | set(b)):
+      if key.startswith("model.vision.") and not has_cameras:
+        continue
       va, vb = a.get(key), b.get(key)
       norm = lambda v: json.loads(json.dumps(v))  # tuples and lists compare equal
       if norm(va) != norm(vb):

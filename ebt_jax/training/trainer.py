@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -21,6 +21,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ebt_jax import jsonio, policies
+from ebt_jax.data import images, loader
 from ebt_jax.data.normalization import MinMax, Normalizer
 from ebt_jax.data.demos import Demos
 from ebt_jax.data.windows import WindowDataset, window_index
@@ -64,8 +65,10 @@ def jit_train_step(train_step, mesh: Mesh, donate: bool = True):
                  out_shardings=(replicated, replicated), donate_argnums=0 if donate else ())
 
 
-def _global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+def _global_batch(local: dict[str, Any], sharding: NamedSharding) -> dict[str, Any]:
+  """This host's batch (nested dicts of [B_local, ...] arrays: obs, actions, images) -> global arrays split
+  along the batch axis."""
+  return jax.tree.map(lambda v: jax.make_array_from_process_local_data(sharding, v), local)
 
 
 def append_record(path: str, record: dict) -> None:
@@ -220,7 +223,11 @@ def _train(config, workdir: str, demos: Demos, on_step, evaluate) -> tuple[Polic
       best_mngr.delete(stale)
 
   data = WindowDataset(demos, normalizer, config.horizon.obs, config.horizon.action, config.horizon.pred,
-                       seed=config.seed * jax.process_count() + jax.process_index())
+                       seed=config.seed * jax.process_count() + jax.process_index(),
+                       images_in_ram={"auto": "auto", "ram": True, "file": False}[config.data.get("image_storage", "auto")],
+                       image_ram_limit_gb=config.data.get("image_ram_limit_gb", 8.0))
+  if data.images is not None:
+    logging.info("%s", images.describe(data.images))
   local_batch = tcfg.batch_size // jax.process_count()
   step_fn = jit_train_step(make_train_step(model, tx, tcfg), mesh)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
@@ -229,8 +236,10 @@ def _train(config, workdir: str, demos: Demos, on_step, evaluate) -> tuple[Polic
 
   wall = train_wall_s(workdir)  # training seconds before this (resumed) run
   nonfinite_run, window, t0 = 0, [], time.time()
-  for step in range(start, tcfg.num_steps):
-    batch = _global_batch(data.batch(step, local_batch), batch_sharding)
+  host_batches = loader.batches(data, start, tcfg.num_steps, local_batch, tcfg.get("loader_threads", 2),
+                                tcfg.get("prefetch_batches", 4))
+  for step, host_batch in zip(range(start, tcfg.num_steps), host_batches):
+    batch = _global_batch(host_batch, batch_sharding)
     state, metrics = step_fn(state, batch, jax.random.fold_in(step_root, step))
     window.append(metrics)
     done = step + 1
