@@ -3,6 +3,7 @@
   python -m ebt_jax.main --config=configs/pusht.py --config.data.path=<dir>/pusht_cchi_v7_replay.zarr
   python -m ebt_jax.main --config=configs/pusht.py:paper --config.data.path=...   # GPU-sized
   python -m ebt_jax.main --config=configs/pusht.py --config.policy=diffusion --config.data.path=...  # baseline
+  python -m ebt_jax.main --config=configs/pusht.py:image --config.data.path=...   # from 96x96 frames + agent pos
 
 Data: Diffusion Policy's replay buffer (206 human teleoperation episodes, 25,650 steps at 10 Hz;
 https://diffusion-policy.cs.columbia.edu/data/training/pusht.zip). There is no built-in dataset.
@@ -21,16 +22,22 @@ training (``eval_curve.jsonl`` and ``coverage_vs_steps.png``).
 
 import ml_collections
 
-from configs import lift
+from configs import lift, robomimic
+
+
+VARIANTS = ("cpu", "paper", "authors", "paper_authors", "image", "paper_image")
 
 
 def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   """variant: ``cpu`` (default, <= 60 min on a 2-core CPU), ``paper`` (the paper-sized model, GPU),
   ``authors`` / ``paper_authors`` (``lift.apply_authors`` at either size, except what only applies to
-  robomimic: actions stay normalised (Push-T's are pixel targets, 0..512) and the horizon stays 300)."""
-  if variant not in ("cpu", "paper", "authors", "paper_authors"):
+  robomimic: actions stay normalised (Push-T's are pixel targets, 0..512) and the horizon stays 300),
+  ``image`` / ``paper_image`` (Diffusion Policy's image Push-T: the 96x96 frame ``data/img`` through a
+  GroupNorm ResNet-18 (CPU: 1/4 width) with 84x84 random crops and no colour jitter, plus the agent
+  position; the block's pose is not observed)."""
+  if variant not in VARIANTS:
     raise ValueError(f"unknown variant {variant!r}: use configs/pusht.py or configs/pusht.py:<variant>, "
-                     "variant one of paper, authors, paper_authors")
+                     f"variant one of {VARIANTS[1:]}")
   size = "paper" if variant.startswith("paper") else "cpu"
   c = lift.get_config(size)  # sampler, optimiser and model defaults are shared; the task fields differ
   c.name = "pusht" if variant == "cpu" else f"pusht_{variant}"  # default run directory: workdir/pusht
@@ -44,6 +51,10 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   c.data.filter_key = ""
   c.data.normalize_actions = True
   c.data.normalize_obs = True
+  c.data.image_keys = ()  # ("img",): the buffer's 96x96 frames (the image variants)
+  c.data.image_size = (96, 96)
+  c.data.image_storage = "ram"  # Zarr frames come in ~160-frame chunks: always loaded (0.7 GB as uint8)
+  c.data.image_ram_limit_gb = 8.0
 
   # Horizons in env steps at 10 Hz (Diffusion Policy's Push-T: To 2, Ta 8, Tp 16).
   c.horizon.obs = 2
@@ -74,4 +85,11 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
     c.eval.every_steps = 5000
   if variant in ("authors", "paper_authors"):
     lift.apply_authors(c, robomimic=False)
+  if variant in ("image", "paper_image"):
+    c.data.obs_keys = ("agent_pos",)
+    c.data.image_keys = ("img",)
+    c.data.image_size = (96, 96)
+    c.model.vision = robomimic.vision_config(robomimic.CPU_VISION_WIDTHS if size == "cpu" else (64, 128, 256, 512),
+                                             crop=(84, 84))
+    c.model.vision.color_jitter = (0.0, 0.0, 0.0, 0.0)  # Diffusion Policy's image Push-T: crops only
   return c

@@ -97,7 +97,7 @@ def make_evaluator(config, policy: Policy, env_args: dict) -> Callable[[str], di
   rng = jax.random.PRNGKey(config.seed + 1)
   if e.backend == "gym_pusht":
     from ebt_jax.evaluation import pusht_eval  # pylint: disable=g-import-not-at-top
-    envs = pusht.make_vector_env(e.num_episodes, e.horizon)
+    envs = pusht_eval.make_envs(policy, e.num_episodes, e.horizon)
     return lambda label: pusht_eval.evaluate(policy, e.num_episodes, e.horizon, e.seed, rng, label, envs=envs)
   if e.backend == "robosuite":
     env = robosuite_env.make_env(env_args, horizon=e.horizon, offscreen=bool(policy.cameras))

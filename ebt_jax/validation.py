@@ -331,6 +331,9 @@ def _image_problems(config) -> list[str]:
   if e is not None and e.get("backend") == "mjx":
     out.append(f"eval.backend='mjx' with data.image_keys={tuple(keys)}: MJX has no renderer on CPU, so image "
                "policies evaluate in robosuite (eval.backend='robosuite')")
+  if e is not None and e.get("backend") == "gym_pusht" and tuple(keys) != ("img",):
+    out.append(f"data.image_keys={tuple(keys)}: gym-pusht renders one frame, the replay buffer's 'img' "
+               "(use ('img',))")
   if e is not None and e.get("backend") == "robosuite":
     bad = [k for k in keys if not k.endswith("_image")]
     if bad:

@@ -84,7 +84,9 @@ def to_uint8(frames: np.ndarray, where: str) -> np.ndarray:
     return frames
   if not np.all(np.isfinite(frames)):
     raise DatasetError(f"{where}: image frames contain NaN or inf")
-  lo, hi = float(frames.min(initial=0.0)), float(frames.max(initial=0.0))
+  if frames.size == 0:
+    return frames.astype(np.uint8)
+  lo, hi = float(frames.min()), float(frames.max())
   if lo < 0 or hi > 255:
     raise DatasetError(f"{where}: float image frames span [{lo:g}, {hi:g}], expected 0..255")
   return np.rint(frames).astype(np.uint8)

@@ -28,6 +28,8 @@ import numpy as np
 
 ENV_ID = "gym_pusht/PushT-v0"
 OBS_TYPE = "environment_state_agent_pos"
+IMAGE_OBS_TYPE = "pixels_agent_pos"  # the image policies': 96x96 RGB frame + agent position
+IMAGE_KEY = "img"  # the replay buffer's frames (data/img); gym-pusht calls its frame "pixels"
 SUCCESS_COVERAGE = 0.95  # the Diffusion Policy protocol: success = max coverage >= 0.95
 CONTROL_HZ = 10  # gym-pusht: one env step = 10 physics steps of 0.01 s
 
@@ -80,21 +82,28 @@ def _import_gym_pusht():
   return gymnasium
 
 
-def make_env(max_env_steps: int = 300):
-  """One ``gym_pusht/PushT-v0`` env with the low-dim observation, truncated after ``max_env_steps``."""
+def make_env(max_env_steps: int = 300, obs_type: str = OBS_TYPE):
+  """One ``gym_pusht/PushT-v0`` env, truncated after ``max_env_steps``; ``obs_type`` the low-dim
+  ``OBS_TYPE`` or ``IMAGE_OBS_TYPE`` (96x96 frames + agent position)."""
   gym = _import_gym_pusht()
-  return gym.make(ENV_ID, obs_type=OBS_TYPE, max_episode_steps=max_env_steps)
+  return gym.make(ENV_ID, obs_type=obs_type, max_episode_steps=max_env_steps)
 
 
-def make_vector_env(num_envs: int, max_env_steps: int = 300):
+def make_vector_env(num_envs: int, max_env_steps: int = 300, obs_type: str = OBS_TYPE):
   """``num_envs`` Push-T envs stepped together (gymnasium ``SyncVectorEnv``).
 
-  Observations come batched: ``{"environment_state": [N, 16], "agent_pos": [N, 2]}``; ``info`` holds
-  ``coverage`` [N]. An env that terminated (coverage > 0.95) or was truncated is reset by its next
+  Observations come batched: ``{"environment_state": [N, 16], "agent_pos": [N, 2]}`` (``IMAGE_OBS_TYPE``:
+  ``{"pixels": [N, 96, 96, 3] uint8, "agent_pos": [N, 2]}``; ``observation`` renames the frame); ``info``
+  holds ``coverage`` [N]. An env that terminated (coverage > 0.95) or was truncated is reset by its next
   ``step`` (gymnasium's next-step autoreset); callers mask finished episodes.
   """
   gym = _import_gym_pusht()
-  return gym.vector.SyncVectorEnv([functools.partial(make_env, max_env_steps)] * num_envs)
+  return gym.vector.SyncVectorEnv([functools.partial(make_env, max_env_steps, obs_type)] * num_envs)
+
+
+def observation(obs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """gym-pusht observation -> the dataset's keys: the frame ``pixels`` is called ``img`` (``IMAGE_KEY``)."""
+  return {IMAGE_KEY if k == "pixels" else k: v for k, v in obs.items()}
 
 
 def set_state(env, state: np.ndarray) -> None:

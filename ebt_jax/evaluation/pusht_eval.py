@@ -7,7 +7,8 @@ last To observations and its Ta actions are executed open-loop). Per episode: th
 
 The N envs run in a gymnasium ``SyncVectorEnv``; the policy is called once per decision for all of
 them (one jitted call on [N, To, obs_dim]). Finished episodes are masked: their later steps (after
-gymnasium's autoreset) are never recorded.
+gymnasium's autoreset) are never recorded. A policy with cameras (``img``) also sees the last To
+96x96 frames of each env (gym-pusht's ``pixels_agent_pos`` observation).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def run_episodes(policy: Policy, seeds, max_env_steps: int, rng: jax.Array, infe
     max_env_steps: episode cap in env steps (the protocol's 300 = 30 s at 10 Hz).
     rng: PRNG key; decision k uses ``fold_in(rng, k)`` for the samplers' initial noise of all envs.
     inference: inference label, e.g. "mcmc-2" or "ddpm-100" (default ``policy.inference``).
-    envs: an existing ``pusht.make_vector_env(len(seeds), max_env_steps)`` to reuse.
+    envs: an existing ``make_envs(policy, len(seeds), max_env_steps)`` to reuse.
 
   Returns:
     One ``EpisodeResult`` per seed with ``max_coverage`` and the per-step ``coverage`` trace.
@@ -46,9 +47,11 @@ def run_episodes(policy: Policy, seeds, max_env_steps: int, rng: jax.Array, infe
   n = len(seeds)
   norm = policy.normalizer
   to, ta = policy.model.module.obs_horizon, policy.action_horizon
-  envs = envs if envs is not None else pusht.make_vector_env(n, max_env_steps)
+  envs = envs if envs is not None else make_envs(policy, n, max_env_steps)
   obs, _ = envs.reset(seed=seeds)
+  obs = pusht.observation(obs)
   history = np.repeat(concat_obs(obs, norm.obs_keys, norm.obs_key_dims)[:, None], to, axis=1)
+  frames = {c: np.repeat(np.asarray(obs[c])[:, None], to, axis=1) for c in policy.cameras}
   live = np.ones(n, bool)
   length = np.zeros(n, np.int64)
   coverage = [[] for _ in range(n)]
@@ -56,7 +59,7 @@ def run_episodes(policy: Policy, seeds, max_env_steps: int, rng: jax.Array, infe
   sampler_steps = [[] for _ in range(n)]
   t, k = 0, 0
   while t < max_env_steps and live.any():
-    decision = jax.device_get(policy(history, jax.random.fold_in(rng, k), inference))
+    decision = jax.device_get(policy(history, jax.random.fold_in(rng, k), inference, frames or None))
     k += 1
     for i in np.flatnonzero(live):
       if decision.energy is not None:
@@ -64,6 +67,9 @@ def run_episodes(policy: Policy, seeds, max_env_steps: int, rng: jax.Array, infe
       sampler_steps[i].append(int(decision.steps[i]))
     for j in range(min(ta, max_env_steps - t)):
       obs, _, terminated, truncated, info = envs.step(np.asarray(decision.actions[:, j], np.float64))
+      obs = pusht.observation(obs)
+      for c in policy.cameras:
+        frames[c] = np.concatenate([frames[c][:, 1:], np.asarray(obs[c])[:, None]], axis=1)
       for i in np.flatnonzero(live):
         coverage[i].append(float(info["coverage"][i]))
       length += live
@@ -79,6 +85,13 @@ def run_episodes(policy: Policy, seeds, max_env_steps: int, rng: jax.Array, infe
                                  sampler_steps=sampler_steps[i], energy=energy[i] or None, max_coverage=max_cov,
                                  coverage=coverage[i]))
   return results
+
+
+def make_envs(policy: Policy, num_envs: int, max_env_steps: int = 300):
+  """The vector env ``run_episodes`` needs for ``policy``: low-dim observations, or with frames for a
+  policy with cameras."""
+  obs_type = pusht.IMAGE_OBS_TYPE if policy.cameras else pusht.OBS_TYPE
+  return pusht.make_vector_env(num_envs, max_env_steps, obs_type)
 
 
 def evaluate(policy: Policy, num_episodes: int = 50, max_env_steps: int = 300, seed: int = 100_000,
