@@ -130,3 +130,62 @@ def test_diffusion_policy_trains_and_evaluates_with_the_same_job(two_demos, tmp_
   config.policy = "ebt"
   with pytest.raises(ValueError, match="'diffusion' policy, config.policy is 'ebt'"):
     main.run(config, workdir, skip_eval=True)
+
+
+def test_rendered_frames_are_robosuites_camera_observations_upright(two_demos):
+  """render_cameras (what ebt_jax.render and the image evaluation use) equals robosuite's own camera
+  observation with IMAGE_CONVENTION="opencv" (row 0 at the top, as robomimic's image files store it)."""
+  import robosuite.macros as macros  # pylint: disable=g-import-not-at-top
+  from ebt_jax.envs import robosuite_env  # pylint: disable=g-import-not-at-top
+  with h5py.File(two_demos) as f:
+    env_args = json.loads(f["data"].attrs["env_args"])
+  keys = ("agentview_image", "robot0_eye_in_hand_image")
+  old, macros.IMAGE_CONVENTION = macros.IMAGE_CONVENTION, "opencv"
+  try:
+    import robosuite  # pylint: disable=g-import-not-at-top
+    kwargs = robosuite_env.camera_env_args(env_args, keys, 40, 44)["env_kwargs"]
+    kwargs["controller_configs"] = robosuite_env.make_env(env_args).robots[0].composite_controller_config
+    kwargs.update(has_renderer=False, ignore_done=True)
+    env = robosuite.make(env_args["env_name"], **kwargs)
+    obs = env.reset()
+    frames = robosuite_env.render_cameras(env, keys, 40, 44)
+  finally:
+    macros.IMAGE_CONVENTION = old
+  for k in keys:
+    assert frames[k].shape == (40, 44, 3) and frames[k].dtype == np.uint8
+    np.testing.assert_array_equal(frames[k], obs[k])
+
+
+def test_image_main_job_renders_demos_trains_and_evaluates(two_demos, tmp_path, monkeypatch):
+  """configs/lift.py:image, shrunk: ebt_jax.render adds the frames from the demos' states, the job trains
+  on them, and the evaluation renders only the frames decisions see. The diffusion baseline compiles in
+  a third of EBT's time; the EBT image model's loss and decisions are tested in tests/test_images.py."""
+  from ebt_jax import render  # pylint: disable=g-import-not-at-top
+  from ebt_jax.envs import robosuite_env  # pylint: disable=g-import-not-at-top
+  keys = ("agentview_image", "robot0_eye_in_hand_image")
+  path = str(tmp_path / "img.hdf5")
+  render.render_dataset(two_demos, path, keys, height=40, width=44)
+  with h5py.File(two_demos) as f, h5py.File(path) as g:
+    n = f["data/demo_1/actions"].shape[0]
+    assert g["data/demo_1/obs/agentview_image"].shape == (n, 40, 44, 3)
+    np.testing.assert_array_equal(g["data/demo_1/actions"][()], f["data/demo_1/actions"][()])
+    assert json.loads(g["data"].attrs["env_args"])["env_kwargs"]["camera_names"] == ["agentview", "robot0_eye_in_hand"]
+  config = lift.get_config("image")
+  config.policy = "diffusion"
+  config.diffusion.update(inference="ddim-2", eval_sweep=())
+  config.data.path, config.data.image_size = path, (40, 44)
+  config.data.image_keys = keys[:1]  # one camera: half the compile time; both cameras' frames are checked above
+  config.model.width, config.model.num_layers, config.model.num_obs_layers, config.model.num_heads = 16, 1, 1, 2
+  config.model.vision.widths, config.model.vision.crop = (4, 4, 4, 8), (36, 36)
+  config.sampler.train_steps, config.sampler.train_extra_steps = 2, 1
+  config.train.update(batch_size=8, num_steps=2, warmup_steps=1, log_every=1, checkpoint_every=2)
+  config.eval.update(num_episodes=1, horizon=16, max_steps_sweep=(2,), every_steps=0)
+  calls = []
+  real = robosuite_env.render_cameras
+  monkeypatch.setattr(robosuite_env, "render_cameras", lambda *a: calls.append(1) or real(*a))
+  result = main.run(config, str(tmp_path / "run"))
+  assert result["num_episodes"] == 1 and set(result["by_inference"]) == {"ddim-2"}
+  if not result["episodes"][0]["success"]:
+    # A 16-step episode renders the reset frame, then after steps 7, 8 and 15, 16 (the To = 2 before each
+    # decision), not at all 16 steps.
+    assert len(calls) == 5

@@ -111,7 +111,8 @@ def set_state(env, state: np.ndarray) -> None:
 
   ``state``: [5] (agent x, y, block x, y px, block angle rad), the replay buffer's convention. The
   angle is set before the position: pymunk rotates a body about its centre of gravity, so the other
-  order (gym-pusht's ``reset_to_state``) moves the block's origin.
+  order (gym-pusht's ``reset_to_state``) moves the block's origin. The shapes' cached geometry is
+  refreshed, so a frame rendered now (``pixels_agent_pos``) shows the new state.
   """
   u = env.unwrapped
   state = np.asarray(state, np.float64)
@@ -121,3 +122,7 @@ def set_state(env, state: np.ndarray) -> None:
   u.block.position = (float(state[2]), float(state[3]))
   u.block.velocity = (0.0, 0.0)
   u.block.angular_velocity = 0.0
+  # Chipmunk caches each shape's world-frame geometry until the next physics step; the renderer
+  # (``space.debug_draw``, the pixel observation) reads that cache, so refresh it now.
+  u.space.reindex_shapes_for_body(u.agent)
+  u.space.reindex_shapes_for_body(u.block)
