@@ -95,6 +95,17 @@ def synthetic_demos(num_episodes: int = 32, length: int = 60, seed: int = 0) -> 
   return Demos(path="synthetic", episodes=episodes, obs_keys=("obs",), obs_key_dims=(OBS_DIM,), env_args={})
 
 
+def random_batch(rng: np.random.Generator, model, batch: int, image_size: tuple[int, int]) -> dict:
+  """A training batch of random values: obs [B, To, 19], actions [B, Tp, 7] in [-1, 1], and for a model
+  with cameras uint8 frames {camera: [B, To, H, W, 3]} of ``image_size``."""
+  m = model.module
+  out = {"obs": rng.uniform(-1, 1, (batch, m.obs_horizon, OBS_DIM)).astype(np.float32),
+         "actions": rng.uniform(-1, 1, (batch, m.pred_horizon, ACTION_DIM)).astype(np.float32)}
+  if m.cameras:
+    out["images"] = {c: rng.integers(0, 256, (batch, m.obs_horizon, *image_size, 3), dtype=np.uint8) for c in m.cameras}
+  return out
+
+
 def _time(fn, args_of, runs: int, warmup: int) -> tuple[float, list[float]]:
   """-> (median ms, all ms) of ``runs`` calls ``fn(*args_of(i))`` after one call and ``warmup`` more."""
   jax.block_until_ready(fn(*args_of(0)))
@@ -131,9 +142,8 @@ def time_setting(config, name: str, batch: int, mesh, runs: int, warmup: int, br
   replicated, sharded = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("batch"))
   state = jax.jit(lambda r: init_train_state(model, tx, r), out_shardings=replicated)(jax.random.PRNGKey(0))
   rng = np.random.default_rng(1)
-  batches = [jax.device_put({"obs": rng.uniform(-1, 1, (batch, model.module.obs_horizon, OBS_DIM)).astype(np.float32),
-                             "actions": rng.uniform(-1, 1, (batch, model.module.pred_horizon, ACTION_DIM)).astype(
-                                 np.float32)}, sharded) for _ in range(2)]
+  batches = [jax.device_put(random_batch(rng, model, batch, tuple(config.data.get("image_size", (84, 84)))), sharded)
+             for _ in range(2)]
   keys = lambda i: jax.random.fold_in(jax.random.PRNGKey(2), i)
   step = trainer.jit_train_step(make_train_step(model, tx, config.train), mesh, donate=False)
   t0 = time.perf_counter()
@@ -163,7 +173,7 @@ def time_setting(config, name: str, batch: int, mesh, runs: int, warmup: int, br
   h = config.horizon
   data = WindowDataset(synthetic_demos(), norm, h.obs, h.action, h.pred, seed=0)
   host = lambda i: jax.block_until_ready(jax.device_put(data.batch(i, batch), sharded))
-  host_ms, _ = _time(host, lambda i: (i,), runs, warmup)
+  host_ms, _ = _time(host, lambda i: (i,), runs, warmup)  # low-dim windows (frames: benchmarks/image_loader.py)
   row["breakdown_ms"] = {"host_input": host_ms, "loss_forward": loss_ms, "backward_to_theta": grad_ms - loss_ms,
                          "optimizer_and_ema": update_ms}
   return row

@@ -146,7 +146,10 @@ class ImageStore:
       return to_uint8(np.asarray(arr[src.start:src.start + src.length]), where)
     with self._lock:
       ds = self._file(src.path)[src.key]
-      frames = ds[()] if rows is None else ds[rows]
+      if rows is None:
+        frames = ds[()]
+      else:  # one contiguous read (a window's To frames are neighbours), then the rows asked for
+        frames = ds[int(rows[0]):int(rows[-1]) + 1][rows - rows[0]]
     return to_uint8(np.asarray(frames), where)
 
   def _load(self, cam: str) -> np.ndarray:

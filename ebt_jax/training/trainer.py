@@ -238,7 +238,11 @@ def _train(config, workdir: str, demos: Demos, on_step, evaluate) -> tuple[Polic
   nonfinite_run, window, t0 = 0, [], time.time()
   host_batches = loader.batches(data, start, tcfg.num_steps, local_batch, tcfg.get("loader_threads", 2),
                                 tcfg.get("prefetch_batches", 4))
-  for step, host_batch in zip(range(start, tcfg.num_steps), host_batches):
+  input_wait = 0.0  # seconds the loop waited for the next batch (0 when the prefetch keeps up)
+  for step in range(start, tcfg.num_steps):
+    t_wait = time.time()
+    host_batch = next(host_batches)
+    input_wait += time.time() - t_wait
     batch = _global_batch(host_batch, batch_sharding)
     state, metrics = step_fn(state, batch, jax.random.fold_in(step_root, step))
     window.append(metrics)
@@ -250,7 +254,9 @@ def _train(config, workdir: str, demos: Demos, on_step, evaluate) -> tuple[Polic
       for m in host:
         nonfinite_run = nonfinite_run + 1 if m["nonfinite"] else 0
       wall += time.time() - t0
-      record.update(step=done, steps_per_s=len(host) / (time.time() - t0), train_wall_s=wall)
+      record.update(step=done, steps_per_s=len(host) / (time.time() - t0), train_wall_s=wall,
+                    input_wait_fraction=input_wait / max(time.time() - t0, 1e-9))
+      input_wait = 0.0
       append_record(metrics_path, record)
       logging.info("step %d/%d  loss %.4f  %s  grad_norm %.3f  %.2f steps/s%s", done, tcfg.num_steps, record["loss"],
                    "  ".join(f"{k} {record[k]:.4f}" for k in model.log_keys), record["grad_norm"],
