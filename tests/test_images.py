@@ -23,6 +23,7 @@ from ebt_jax.training.trainer import fit_normalizer
 KEYS = ("object", "robot0_eef_pos")
 CAMS = ("agentview_image", "robot0_eye_in_hand_image")
 ENV_ARGS = {"env_name": "Lift", "type": 1, "env_kwargs": {"robots": ["Panda"]}}
+RBG = jax.random.key(0, impl="rbg")  # threefry init of a ResNet compiles for a minute on CPU (backbone.init_key)
 BIG, CROP = (44, 40), (36, 36)  # a 36x36 crop leaves ResNet-18 a 2x2 map (smaller crops: 1x1, no keypoints)
 
 
@@ -74,7 +75,7 @@ def test_resnet18_shapes_groups_and_groupnorm():
   assert [vision.num_groups(c) for c in (16, 64, 512)] == [1, 4, 32]
   x = jnp.asarray(np.random.default_rng(0).uniform(size=(3, 76, 76, 3)), jnp.float32)
   trunk = vision.ResNet18Conv(widths=(8, 16, 16, 32))
-  params = trunk.init(jax.random.key(0), x)
+  params = trunk.init(RBG, x)
   out = trunk.apply(params, x)
   assert out.shape == (3, 3, 3, 32)  # 76 -> 38 (stem) -> 19 (pool) -> 19, 10, 5, 3
   norms = [k for k in jax.tree_util.tree_flatten_with_path(params)[0] if "GroupNorm" in str(k[0])]
@@ -82,14 +83,14 @@ def test_resnet18_shapes_groups_and_groupnorm():
   # GroupNorm normalises per sample: scaling one sample's input leaves the other's features unchanged.
   x2 = x.at[0].multiply(5.0)
   np.testing.assert_allclose(trunk.apply(params, x2)[1:], out[1:], atol=1e-5)
-  full = vision.ResNet18Conv().init(jax.random.key(0), x[:1])
+  full = jax.eval_shape(vision.ResNet18Conv().init, RBG, x[:1])
   assert 11.1e6 < sum(v.size for v in jax.tree.leaves(full)) < 11.3e6  # torchvision's conv trunk: 11.18M
 
 
 def test_image_encoder_per_camera_and_missing_camera():
   enc = vision.ImageEncoder(cameras=CAMS, crop=CROP, widths=(4, 4, 4, 8), num_keypoints=3, features=5)
   imgs = {c: jnp.asarray(frames_for(0, 4, i, BIG).reshape(2, 2, *BIG, 3)) for i, c in enumerate(CAMS)}
-  params = enc.init(jax.random.key(0), imgs)
+  params = enc.init(RBG, imgs)
   assert set(params["params"]) == {f"camera_{c}" for c in CAMS}  # one trunk per camera
   out = enc.apply(params, imgs)
   assert out.shape == (2, 2, 10)

@@ -85,7 +85,7 @@ class NoiseModel:
     m = self.module
     obs = jnp.zeros((1, m.obs_horizon, self.obs_dim), jnp.float32)
     x_t = jnp.zeros((1, m.pred_horizon, m.action_dim), jnp.float32)
-    return m.init(rng, obs, x_t, jnp.zeros((1,), jnp.int32), backbone.dummy_images(m))["params"]
+    return m.init(backbone.init_key(m, rng), obs, x_t, jnp.zeros((1,), jnp.int32), backbone.dummy_images(m))["params"]
 
   def encode(self, params: Params, obs: jax.Array, dropout_rng: jax.Array | None = None, images=None,
              augment_rng: jax.Array | None = None) -> jax.Array:

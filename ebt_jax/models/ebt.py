@@ -94,7 +94,8 @@ class EnergyModel:
     """-> parameter pytree (init on a [1, To, obs_dim] / [1, Tp, A] dummy batch, images of the crop size)."""
     obs = jnp.zeros((1, self.module.obs_horizon, self.obs_dim), jnp.float32)
     actions = jnp.zeros((1, self.module.pred_horizon, self.module.action_dim), jnp.float32)
-    return self.module.init(rng, obs, actions, backbone.dummy_images(self.module))["params"]
+    return self.module.init(backbone.init_key(self.module, rng), obs, actions,
+                            backbone.dummy_images(self.module))["params"]
 
   def encode(self, params: Params, obs: jax.Array, dropout_rng: jax.Array | None = None, images=None,
              augment_rng: jax.Array | None = None) -> jax.Array:
