@@ -241,7 +241,7 @@ def test_image_policies_train_on_frames_and_sample_deterministically(policy):
   imgs = {cam: jnp.asarray(frames_for(0, 8, i, BIG).reshape(4, 2, *BIG, 3)) for i, cam in enumerate(CAMS[:1])}
   batch = {"obs": jnp.zeros((4, 2, 13)), "actions": jnp.zeros((4, 16, 7)), "images": imgs}
   loss, grads = jax.jit(jax.value_and_grad(lambda p: model.loss(p, batch, jax.random.key(1))[0]))(params)
-  stem = grads["backbone"]["vision"]["camera_agentview_image"]["ResNet18Conv_0"]["Conv_0"]["kernel"]
+  stem = grads["backbone"]["image_encoder"]["camera_agentview_image"]["ResNet18Conv_0"]["Conv_0"]["kernel"]
   assert np.isfinite(float(loss)) and float(jnp.abs(stem).sum()) > 0  # the loss reaches the first conv
   sampler = model.samplers[0]
   s1 = model.sample(params, batch["obs"], jax.random.key(2), sampler, 2, images=imgs)

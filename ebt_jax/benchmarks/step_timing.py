@@ -17,6 +17,7 @@ from ebt_jax import policies
 from ebt_jax.benchmarks.common import unit_normalizer
 from ebt_jax.data.demos import Demos, Episode
 from ebt_jax.data.windows import WindowDataset
+from ebt_jax.models import vision
 from ebt_jax.errors import ConfigError
 from ebt_jax.training import trainer
 from ebt_jax.training.train_step import apply_gradients, init_train_state, make_optimizer, make_train_step
@@ -101,8 +102,8 @@ def random_batch(rng: np.random.Generator, model, batch: int, image_size: tuple[
   m = model.module
   out = {"obs": rng.uniform(-1, 1, (batch, m.obs_horizon, OBS_DIM)).astype(np.float32),
          "actions": rng.uniform(-1, 1, (batch, m.pred_horizon, ACTION_DIM)).astype(np.float32)}
-  if m.cameras:
-    out["images"] = {c: rng.integers(0, 256, (batch, m.obs_horizon, *image_size, 3), dtype=np.uint8) for c in m.cameras}
+  for c in vision.cameras_of(m.vision):
+    out.setdefault("images", {})[c] = rng.integers(0, 256, (batch, m.obs_horizon, *image_size, 3), dtype=np.uint8)
   return out
 
 

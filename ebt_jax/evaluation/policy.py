@@ -17,6 +17,7 @@ import numpy as np
 
 from ebt_jax import compile_options
 from ebt_jax.data.normalization import Normalizer
+from ebt_jax.models import vision
 from ebt_jax.policies import PolicyModel
 
 
@@ -65,7 +66,7 @@ class Policy:
   @property
   def cameras(self) -> tuple[str, ...]:
     """The RGB observation keys the policy sees (empty: low-dim only)."""
-    return tuple(self.model.module.cameras)
+    return vision.cameras_of(self.model.module.vision)
 
   def decide(self, sampler: str) -> Callable[..., Decision]:
     """The pure decision function of ``sampler``: ``(params, obs [B, To, obs_dim] raw, rng, steps, images)

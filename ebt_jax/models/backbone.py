@@ -18,6 +18,7 @@ baseline, so the two policies differ only in their heads, objectives and sampler
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -44,9 +45,8 @@ class Backbone(nn.Module):
     obs_causal_mask: causal self-attention over obs tokens (the authors').
     cross_attn_mask: action token t cross-attends only to obs tokens <= t (the authors'); tokens
       before the obs tokens in ``decode``'s conditioning (the diffusion timestep) stay visible.
-    cameras: RGB observation keys, each encoded by its own ``vision.CameraEncoder`` (empty: low-dim only).
-    image_crop, color_jitter, vision_widths, num_keypoints, vision_features: the ``vision.ImageEncoder``'s
-      crop (h, w), training colour jitter, ResNet-18 widths, SpatialSoftmax keypoints, features per camera.
+    vision: the camera encoder (``vision.VisionSpec``: cameras, crop, colour jitter, ResNet-18 widths,
+      keypoints, features), each camera through its own ``vision.CameraEncoder``; None: low-dim only.
   """
   obs_horizon: int
   pred_horizon: int
@@ -59,12 +59,7 @@ class Backbone(nn.Module):
   obs_pos_emb: str = "sincos"
   obs_causal_mask: bool = False
   cross_attn_mask: bool = False
-  cameras: tuple[str, ...] = ()
-  image_crop: tuple[int, int] = (76, 76)
-  color_jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.3)
-  vision_widths: tuple[int, ...] = vision.RESNET18_WIDTHS
-  num_keypoints: int = 32
-  vision_features: int = 64
+  vision: vision.VisionSpec | None = None
 
   def setup(self):
     hidden = int(self.width * self.mlp_ratio)
@@ -80,9 +75,8 @@ class Backbone(nn.Module):
       raise ValueError(f"obs_pos_emb must be one of {OBS_POS_EMBS}, got {self.obs_pos_emb!r}")
     if self.obs_pos_emb == "learned":
       self.obs_pos = self.param("obs_pos_emb", nn.initializers.zeros, (self.obs_horizon, self.width))
-    if self.cameras:
-      self.vision = vision.ImageEncoder(self.cameras, self.image_crop, self.color_jitter, self.vision_widths,
-                                        self.num_keypoints, self.vision_features)
+    if self.vision is not None:
+      self.image_encoder = vision.ImageEncoder(**dataclasses.asdict(self.vision))
 
   def encode(self, obs: jax.Array, images: Mapping[str, jax.Array] | None = None, deterministic: bool = True,
              augment: bool = False) -> jax.Array:
@@ -93,10 +87,10 @@ class Backbone(nn.Module):
       ValueError: if the model has cameras and ``images`` is None.
     """
     pos = self.obs_pos if self.obs_pos_emb == "learned" else layers.sincos_embedding(self.obs_horizon, self.width)
-    if self.cameras:
+    if self.vision is not None:
       if images is None:
-        raise ValueError(f"this model encodes cameras {list(self.cameras)}: pass their images")
-      obs = jnp.concatenate([obs, self.vision(images, augment)], axis=-1)
+        raise ValueError(f"this model encodes cameras {list(self.vision.cameras)}: pass their images")
+      obs = jnp.concatenate([obs, self.image_encoder(images, augment)], axis=-1)
     x = self.obs_proj(obs) + pos
     mask = np.tril(np.ones((self.obs_horizon, self.obs_horizon), bool)) if self.obs_causal_mask else None
     for block in self.obs_blocks:
@@ -133,8 +127,7 @@ def cross_attention_mask(pred_horizon: int, num_cond: int, obs_horizon: int) -> 
 
 # The Backbone fields every head module carries (and ``config.model`` / ``config.horizon`` set).
 TRUNK_FIELDS = ("obs_horizon", "pred_horizon", "width", "num_layers", "num_obs_layers", "num_heads", "mlp_ratio",
-                "attn_dropout", "obs_pos_emb", "obs_causal_mask", "cross_attn_mask", "cameras", "image_crop",
-                "color_jitter", "vision_widths", "num_keypoints", "vision_features")
+                "attn_dropout", "obs_pos_emb", "obs_causal_mask", "cross_attn_mask", "vision")
 
 
 def trunk_of(head: nn.Module) -> Backbone:
@@ -146,13 +139,7 @@ def head_kwargs(config, action_dim: int) -> dict[str, Any]:
   """Constructor arguments of a head module from ``config.horizon``, ``config.model`` (see configs/lift.py)
   and the cameras ``config.data.image_keys`` (with ``config.model.vision``)."""
   m = config.model
-  cameras = tuple(config.data.get("image_keys", ())) if "data" in config else ()
-  v = m.get("vision") or {}
-  image = dict(cameras=cameras)
-  if cameras:
-    image.update(image_crop=tuple(v.crop), color_jitter=tuple(v.color_jitter), vision_widths=tuple(v.widths),
-                 num_keypoints=v.num_keypoints, vision_features=v.features)
-  return dict(**image, action_dim=action_dim, obs_horizon=config.horizon.obs, pred_horizon=config.horizon.pred,
+  return dict(vision=vision.VisionSpec.from_config(config), action_dim=action_dim, obs_horizon=config.horizon.obs, pred_horizon=config.horizon.pred,
               width=m.width, num_layers=m.num_layers, num_obs_layers=m.num_obs_layers, num_heads=m.num_heads,
               mlp_ratio=m.mlp_ratio, attn_dropout=m.attn_dropout, obs_pos_emb=m.get("obs_pos_emb", "sincos"),
               obs_causal_mask=m.get("obs_causal_mask", False), cross_attn_mask=m.get("cross_attn_mask", False),
@@ -177,7 +164,7 @@ AUGMENT_STREAM = 0x696D67  # folded into a loss's rng for the image augmentation
 def augment_rng(module: nn.Module, rng: jax.Array) -> jax.Array | None:
   """The training augmentation key of a head module with cameras (folded from the loss's ``rng``, so the
   other random streams of a low-dim model are unchanged); None without cameras."""
-  return jax.random.fold_in(rng, AUGMENT_STREAM) if module.cameras else None
+  return jax.random.fold_in(rng, AUGMENT_STREAM) if module.vision is not None else None
 
 
 def init_key(module: nn.Module, rng: jax.Array) -> jax.Array:
@@ -185,13 +172,14 @@ def init_key(module: nn.Module, rng: jax.Array) -> jax.Array:
   with cameras an RBG key derived from it (deterministic per ``rng``), because XLA:CPU compiles
   threefry draws for ResNet-18's ~60 arrays per camera for minutes (measured: one CPU-width trunk's jitted
   init 66 s with threefry, 7 s with rbg)."""
-  if not module.cameras:
+  if module.vision is None:
     return rng
   return jax.random.wrap_key_data(jax.random.bits(rng, (4,), jnp.uint32), impl="rbg")
 
 
 def dummy_images(module: nn.Module) -> dict[str, jax.Array] | None:
   """Zero images {camera: [1, To, crop_h, crop_w, 3] uint8} to initialise a head module with cameras; None without."""
-  if not module.cameras:
+  if module.vision is None:
     return None
-  return {cam: jnp.zeros((1, module.obs_horizon, *module.image_crop, 3), jnp.uint8) for cam in module.cameras}
+  crop = module.vision.crop
+  return {cam: jnp.zeros((1, module.obs_horizon, *crop, 3), jnp.uint8) for cam in module.vision.cameras}

@@ -41,12 +41,7 @@ class DiffusionTransformer(nn.Module):
   obs_causal_mask: bool = False
   cross_attn_mask: bool = False
   head_bias: bool = False
-  cameras: tuple[str, ...] = ()
-  image_crop: tuple[int, int] = (76, 76)
-  color_jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.3)
-  vision_widths: tuple[int, ...] = vision.RESNET18_WIDTHS
-  num_keypoints: int = 32
-  vision_features: int = 64
+  vision: vision.VisionSpec | None = None
 
   def setup(self):
     self.backbone = backbone.trunk_of(self)

@@ -39,8 +39,7 @@ class EBTransformer(nn.Module):
     obs_pos_emb, obs_causal_mask, cross_attn_mask: the trunk's mask and position choices
       (``backbone.Backbone``; the authors': "learned", True, True).
     head_bias: biases in the energy head's MLP (the authors': yes; default: no).
-    cameras, image_crop, color_jitter, vision_widths, num_keypoints, vision_features: the image encoder
-      (``backbone.Backbone``; no cameras: low-dim only).
+    vision: the camera encoder (``vision.VisionSpec``; None: low-dim only).
   """
   action_dim: int
   obs_horizon: int
@@ -55,12 +54,7 @@ class EBTransformer(nn.Module):
   obs_causal_mask: bool = False
   cross_attn_mask: bool = False
   head_bias: bool = False
-  cameras: tuple[str, ...] = ()
-  image_crop: tuple[int, int] = (76, 76)
-  color_jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.3)
-  vision_widths: tuple[int, ...] = vision.RESNET18_WIDTHS
-  num_keypoints: int = 32
-  vision_features: int = 64
+  vision: vision.VisionSpec | None = None
 
   def setup(self):
     self.backbone = backbone.trunk_of(self)

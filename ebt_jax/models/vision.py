@@ -15,6 +15,7 @@ flaxmodels has BatchNorm only), so the trunk is written here; augmentation comes
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Mapping, Sequence
 
 import flax.linen as nn
@@ -107,6 +108,41 @@ class CameraEncoder(nn.Module):
     """images [N, h, w, 3] float32 in [0, 1] (cropped) -> [N, features]."""
     x = SpatialSoftmax(self.num_keypoints)(ResNet18Conv(self.widths)(images))
     return nn.Dense(self.features, kernel_init=nn.initializers.lecun_normal())(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class VisionSpec:
+  """What a model's camera encoder is (one hashable field of the Flax modules; ``ImageEncoder``'s fields).
+
+  Attributes:
+    cameras: RGB observation keys, in order (``config.data.image_keys``).
+    crop: (h, w) of the training crop and the evaluation centre crop.
+    color_jitter: training (brightness, contrast, saturation, hue) strengths; zeros: none.
+    widths: the ResNet-18 stage widths.
+    num_keypoints: SpatialSoftmax keypoints.
+    features: features per camera.
+  """
+  cameras: tuple[str, ...]
+  crop: tuple[int, int] = (76, 76)
+  color_jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.3)
+  widths: tuple[int, ...] = RESNET18_WIDTHS
+  num_keypoints: int = 32
+  features: int = 64
+
+  @classmethod
+  def from_config(cls, config) -> "VisionSpec | None":
+    """From ``config.data.image_keys`` and ``config.model.vision``; None without image keys."""
+    cameras = tuple(config.data.get("image_keys", ())) if "data" in config else ()
+    if not cameras:
+      return None
+    v = config.model.vision
+    return cls(cameras=cameras, crop=tuple(v.crop), color_jitter=tuple(v.color_jitter), widths=tuple(v.widths),
+               num_keypoints=v.num_keypoints, features=v.features)
+
+
+def cameras_of(spec: VisionSpec | None) -> tuple[str, ...]:
+  """The cameras of a model's ``vision`` field (empty for a low-dim model)."""
+  return () if spec is None else tuple(spec.cameras)
 
 
 class ImageEncoder(nn.Module):
