@@ -11,7 +11,7 @@ every demo (gzip, one chunk per frame) and the env_args of an image dataset; eve
 unchanged. Written to ``<out>.tmp`` and renamed, so a killed run leaves no partial file.
 
 Rendering uses MuJoCo's offscreen GL context, EGL on Linux (robosuite's default; Mesa's libEGL, part of
-most Linux images, renders in software without a GPU: ~0.05 s per 84x84 frame on this 2-core CPU).
+most Linux images, renders in software without a GPU: ~0.08 s per 84x84 frame on this 2-core CPU beside training runs).
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def cached_rendered(low_dim_path: str, image_keys: Sequence[str], height: int, w
   """``rendered_path`` of a (built-in, cached) low-dim file, rendering it first if it is not there yet."""
   path = rendered_path(low_dim_path, image_keys, height, width)
   if not os.path.exists(path):
-    logging.info("rendering %s into %s (once; ~0.05 s per frame and camera on a CPU)", low_dim_path, path)
+    logging.info("rendering %s into %s (once; ~0.08 s per frame and camera on a CPU)", low_dim_path, path)
     render_dataset(low_dim_path, path, image_keys, height, width)
   return path
 
