@@ -11,7 +11,8 @@ every demo (gzip, one chunk per frame) and the env_args of an image dataset; eve
 unchanged. Written to ``<out>.tmp`` and renamed, so a killed run leaves no partial file.
 
 Rendering uses MuJoCo's offscreen GL context, EGL on Linux (robosuite's default; Mesa's libEGL, part of
-most Linux images, renders in software without a GPU: ~0.08 s per 84x84 frame on this 2-core CPU beside training runs).
+most Linux images, renders in software without a GPU: ~0.08 s per 84x84 frame on this 2-core CPU beside
+training runs).
 """
 
 from __future__ import annotations
