@@ -88,8 +88,6 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   if variant in ("image", "paper_image"):
     c.data.obs_keys = ("agent_pos",)
     c.data.image_keys = ("img",)
-    c.data.image_size = (96, 96)
-    c.model.vision = robomimic.vision_config(robomimic.CPU_VISION_WIDTHS if size == "cpu" else (64, 128, 256, 512),
-                                             crop=(84, 84))
-    c.model.vision.color_jitter = (0.0, 0.0, 0.0, 0.0)  # Diffusion Policy's image Push-T: crops only
+    # Diffusion Policy's image Push-T: 84x84 crops of the 96x96 frames, no colour jitter.
+    c.model.vision = robomimic.vision_config(size == "cpu", crop=(84, 84), color_jitter=(0.0, 0.0, 0.0, 0.0))
   return c

@@ -21,16 +21,19 @@ VARIANTS = ("cpu", "paper", "truncated", "authors", "paper_authors", "image", "p
 # sideview_image instead of agentview_image) plus the low-dim keys.
 IMAGE_KEYS = {"tool_hang": ("sideview_image", "robot0_eye_in_hand_image")}
 DEFAULT_IMAGE_KEYS = ("agentview_image", "robot0_eye_in_hand_image")
+PAPER_VISION_WIDTHS = (64, 128, 256, 512)  # ResNet-18's stages as published
 CPU_VISION_WIDTHS = (16, 32, 64, 128)  # ResNet-18's stages at 1/4 width: ~1/16 of its FLOPs
+AUTHORS_COLOR_JITTER = (0.3, 0.3, 0.3, 0.3)  # brightness, contrast, saturation, hue (their template)
 
 
-def vision_config(widths=(64, 128, 256, 512), crop=(76, 76)) -> ml_collections.ConfigDict:
+def vision_config(cpu: bool = False, crop=(76, 76), color_jitter=AUTHORS_COLOR_JITTER) -> ml_collections.ConfigDict:
   """The camera encoder's fields (``config.model.vision``; ebt_jax/models/vision.py): a GroupNorm
-  ResNet-18 trunk of ``widths`` per camera, SpatialSoftmax keypoints, features per camera, the
+  ResNet-18 trunk per camera (``cpu``: at 1/4 width), SpatialSoftmax keypoints, features per camera, the
   training crop / evaluation centre crop (h, w) and the training colour jitter (brightness, contrast,
-  saturation, hue; the authors' 0.3 each)."""
-  return ml_collections.ConfigDict(dict(widths=tuple(widths), num_keypoints=32, features=64, crop=tuple(crop),
-                                        color_jitter=(0.3, 0.3, 0.3, 0.3)))
+  saturation, hue; zeros: none)."""
+  widths = CPU_VISION_WIDTHS if cpu else PAPER_VISION_WIDTHS
+  return ml_collections.ConfigDict(dict(widths=widths, num_keypoints=32, features=64, crop=tuple(crop),
+                                        color_jitter=tuple(color_jitter)))
 
 
 def apply_authors(c: ml_collections.ConfigDict, robomimic: bool = True) -> None:
@@ -243,4 +246,4 @@ def apply_image(c: ml_collections.ConfigDict, image_keys, cpu: bool) -> None:
   84 -> 76 random crops and colour jitter in training. MJX has no renderer on CPU: evaluation stays in
   robosuite (``eval.backend`` must not be mjx)."""
   c.data.image_keys = tuple(image_keys)
-  c.model.vision = vision_config(CPU_VISION_WIDTHS if cpu else (64, 128, 256, 512), crop=(76, 76))
+  c.model.vision = vision_config(cpu, crop=(76, 76))

@@ -27,7 +27,7 @@ import tqdm
 from absl import flags, logging
 
 from ebt_jax import cli
-from ebt_jax.data.robomimic_hdf5 import open_demo_file
+from ebt_jax.data import robomimic_hdf5
 from ebt_jax.envs import robosuite_env
 from ebt_jax.errors import DatasetError
 
@@ -44,12 +44,12 @@ def render_dataset(in_path: str, out_path: str, image_keys: Sequence[str] = DEFA
     ValueError: an image key that names no camera of the env.
   """
   image_keys = tuple(image_keys)
-  with open_demo_file(in_path, "pass a robomimic .hdf5 file with states (--in)") as fin:
+  with robomimic_hdf5.open_demo_file(in_path, "pass a robomimic .hdf5 file with states (--in)") as fin:
     raw_args = fin["data"].attrs.get("env_args")
     if raw_args is None:
       raise DatasetError(f"{in_path}: 'data' has no env_args attribute: the env to render in is unknown")
-    env_args = json.loads(raw_args.decode() if isinstance(raw_args, bytes) else str(raw_args))
-    names = sorted(fin["data"].keys(), key=lambda n: (len(n), n))
+    env_args = robomimic_hdf5.parse_env_args(in_path, raw_args)
+    names = sorted(fin["data"].keys(), key=robomimic_hdf5.demo_sort_key)
     for name in names:
       g = fin["data"][name]
       if "states" not in g or not g.attrs.get("model_file"):
@@ -69,11 +69,9 @@ def render_dataset(in_path: str, out_path: str, image_keys: Sequence[str] = DEFA
       fout["data"].attrs["env_args"] = json.dumps(robosuite_env.camera_env_args(env_args, image_keys, height, width))
       for name in tqdm.tqdm(names, desc=f"rendering {', '.join(image_keys)}", unit="demo"):
         g = fin["data"][name]
-        model_file = g.attrs["model_file"]
-        model_file = model_file.decode() if isinstance(model_file, bytes) else str(model_file)
         states = np.asarray(g["states"])
         frames = {k: np.empty((len(states), height, width, 3), np.uint8) for k in image_keys}
-        robosuite_env.load_model_xml(env, model_file)
+        robosuite_env.load_model_xml(env, robomimic_hdf5.model_file_of(g))
         for t, state in enumerate(states):
           robosuite_env.set_state(env, state)
           for k, frame in robosuite_env.render_cameras(env, image_keys, height, width).items():

@@ -29,6 +29,7 @@ import numpy as np
 from absl import logging
 
 from ebt_jax import collect, paths, tasks
+from ebt_jax.data import images
 from ebt_jax.data.datasets import DERIVED_OBS
 from ebt_jax.data.demos import Demos
 from ebt_jax.data.robomimic_hdf5 import read_step
@@ -40,7 +41,6 @@ from ebt_jax.models.backbone import OBS_POS_EMBS
 from ebt_jax.samplers.mcmc import INFERENCE_ENERGIES, PRESAMPLE_NORMS, TRAIN_STEPS_DRAWS
 
 EVAL_BACKENDS = ("robosuite", "mjx", "gym_pusht")
-IMAGE_STORAGES = ("auto", "ram", "file")
 SIM_BACKENDS = ("robosuite", "mjx")  # evaluate in the env described by the dataset's env_args
 MJX_INITIAL_STATES = ("robosuite", "sampled")
 # data.builtin: what an empty data.path means ("" = nothing): a task's scripted demos (tasks.BUILTIN).
@@ -159,8 +159,8 @@ FIELDS: tuple[Field, ...] = (
     Field("data.demo_style", _S, choices=tuple(sorted(styles.STYLES)), when=_collects),
     Field("data.normalize_actions", _B),
     Field("data.normalize_obs", _B),
-    Field("data.image_size", "ints", low=8, when=lambda c: bool(c.data.get("image_keys", ()))),
-    Field("data.image_storage", _S, choices=IMAGE_STORAGES),
+    Field("data.image_size", "ints", low=8, when=_images),
+    Field("data.image_storage", _S, choices=images.STORAGES),
     Field("data.image_ram_limit_gb", _F, low=0),
     Field("horizon.obs", _I, low=1),
     Field("horizon.action", _I, low=1),

@@ -153,6 +153,7 @@ def test_reader_locates_frames_and_store_gathers_them_in_ram_and_from_file(tmp_p
     np.testing.assert_array_equal(got[CAMS[1]][1, 1], frames_for(1, 3, 1)[2])
   assert ram.nbytes() == 2 * 8 * 12 * 10 * 3
   assert images.store_for(demos, "auto", ram_limit_gb=0).in_ram is False
+  assert images.store_for(demos, "file").in_ram is False and images.store_for(demos, "ram").in_ram is True
   assert images.store_for(demos, "auto").in_ram is True
 
 
@@ -208,7 +209,7 @@ def test_zarr_float_frames_become_uint8_and_bad_ones_are_refused(tmp_path):
 def test_windows_carry_the_frames_of_their_obs_steps_and_prefetch_keeps_order(tmp_path):
   path = write_image_file(tmp_path / "img.hdf5", lengths=(9, 6))
   demos = datasets.read_dataset(path, KEYS, image_keys=CAMS)
-  data = WindowDataset(demos, fit_normalizer(demos, normalize_obs=False), 2, 4, 6, seed=0, images_in_ram=False)
+  data = WindowDataset(demos, fit_normalizer(demos, normalize_obs=False), 2, 4, 6, seed=0, image_storage="file")
   batch = data.batch(3, 16)
   assert batch["images"][CAMS[0]].shape == (16, 2, 12, 10, 3)
   # robot0_eef_pos was written as (step + 10 * demo): the frame's marker pixel must say the same step.

@@ -43,7 +43,7 @@ _OUT = flags.DEFINE_string("out", "", "Also write the JSON here.")
 def measure(demos, storage: str, batch_size: int, steps: int, threads: int, step_ms: float) -> dict:
   """One storage's load time, direct and prefetched throughput (module docstring)."""
   t0 = time.perf_counter()
-  data = WindowDataset(demos, fit_normalizer(demos), 2, 8, 16, seed=0, images_in_ram=storage == "ram")
+  data = WindowDataset(demos, fit_normalizer(demos), 2, 8, 16, seed=0, image_storage=storage)
   load_s = time.perf_counter() - t0
   frames_per_batch = batch_size * 2 * len(demos.image_keys)
   t0 = time.perf_counter()

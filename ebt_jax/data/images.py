@@ -119,10 +119,15 @@ class ImageStore:
       raise DatasetError(f"unknown image source formats {sorted(fmts - set(FORMATS))}")
     if not in_ram and "zarr" in fmts:
       raise DatasetError(f"{first[self.cameras[0]].path}: Zarr image buffers are read into RAM (their chunks "
-                         "hold many frames each); set config.data.images_in_ram to true or auto")
+                         "hold many frames each); set config.data.image_storage to 'ram' or 'auto'")
     self._lock = threading.Lock()  # h5py serialises reads anyway; one open file per store
     self._files: dict[str, h5py.File] = {}
     self._frames = {cam: self._load(cam) for cam in self.cameras} if in_ram else None
+
+  @property
+  def path(self) -> str:
+    """The dataset the frames come from."""
+    return self._sources[self.cameras[0]][0].path
 
   @property
   def num_frames(self) -> int:
@@ -185,16 +190,28 @@ class ImageStore:
     self._files.clear()
 
 
-def store_for(demos, in_ram: bool | str = "auto", ram_limit_gb: float = 8.0) -> ImageStore | None:
-  """The ``ImageStore`` of ``demos`` (None without image keys). ``in_ram``: True, False or "auto" (in RAM
-  when the frames take at most ``ram_limit_gb`` GB, and always for Zarr buffers)."""
+STORAGES = ("auto", "ram", "file")  # config.data.image_storage
+
+
+def store_for(demos, storage: str = "auto", ram_limit_gb: float = 8.0) -> ImageStore | None:
+  """The ``ImageStore`` of ``demos`` (None without image keys). ``storage`` (``config.data.image_storage``):
+  "ram", "file" (HDF5 only) or "auto" (in RAM when the frames take at most ``ram_limit_gb`` GB as uint8,
+  and always for Zarr buffers).
+
+  Raises:
+    ValueError: an unknown ``storage``. DatasetError: as ``ImageStore``.
+  """
+  if storage not in STORAGES:
+    raise ValueError(f"image storage {storage!r}: one of {STORAGES}")
   if not demos.image_keys:
     return None
   sources = {cam: [e.images[cam] for e in demos.episodes] for cam in demos.image_keys}
-  if in_ram == "auto":
-    probe = ImageStore(sources, in_ram=False) if all(s.fmt == "hdf5" for s in sources[demos.image_keys[0]]) else None
-    in_ram = probe is None or probe.nbytes() <= ram_limit_gb * 2**30
-  return ImageStore(sources, in_ram=bool(in_ram))
+  in_ram = storage == "ram"
+  if storage == "auto":
+    every = [s for srcs in sources.values() for s in srcs]
+    in_ram = (any(s.fmt == "zarr" for s in every)
+              or sum(s.length * s.height * s.width * 3 for s in every) <= ram_limit_gb * 2**30)
+  return ImageStore(sources, in_ram=in_ram)
 
 
 def describe(store: ImageStore | None) -> str:
@@ -202,6 +219,5 @@ def describe(store: ImageStore | None) -> str:
   if store is None:
     return "no images"
   cams = ", ".join(f"{c} {h}x{w}" for c, (h, w) in store.shapes.items())
-  where = "in RAM" if store.in_ram else "read per batch from " + os.path.basename(
-      store._sources[store.cameras[0]][0].path)  # pylint: disable=protected-access
+  where = "in RAM" if store.in_ram else "read per batch from " + os.path.basename(store.path)
   return f"images {cams}: {store.num_frames} frames each, {store.nbytes() / 2**30:.2f} GB as uint8, {where}"

@@ -31,7 +31,8 @@ from ebt_jax.data import images
 from ebt_jax.data.demos import DatasetError, Demos, Episode  # pylint: disable=unused-import
 
 
-def _demo_sort_key(name: str):
+def demo_sort_key(name: str):
+  """Sort key of demo group names in numeric order (demo_2 before demo_10), other names after."""
   suffix = name.rsplit("_", 1)[-1]
   return (0, int(suffix), name) if suffix.isdigit() else (1, 0, name)
 
@@ -75,8 +76,8 @@ def read_demos(path: str | os.PathLike[str], obs_keys: Sequence[str],
     raise DatasetError(f"{path}: no observation keys configured (config.data.obs_keys is empty)")
   with open_demo_file(path, "set --config.data.path to a robomimic .hdf5 file") as f:
     data = f["data"]
-    env_args = _parse_env_args(path, data.attrs.get("env_args"))
-    names = sorted(data.keys(), key=_demo_sort_key)
+    env_args = parse_env_args(path, data.attrs.get("env_args"))
+    names = sorted(data.keys(), key=demo_sort_key)
     if filter_key is not None:
       masks = f["mask"] if "mask" in f else {}
       if filter_key not in masks:
@@ -86,7 +87,7 @@ def read_demos(path: str | os.PathLike[str], obs_keys: Sequence[str],
       missing = [n for n in wanted if n not in data]
       if missing:
         raise DatasetError(f"{path}: 'mask/{filter_key}' names demos not in 'data': {missing[:5]}")
-      names = sorted(wanted, key=_demo_sort_key)
+      names = sorted(wanted, key=demo_sort_key)
     if not names:
       raise DatasetError(f"{path}: no demos in 'data'" + (f" for mask '{filter_key}'" if filter_key else ""))
     episodes, key_dims, action_dim, image_hw = [], None, None, {}
@@ -164,9 +165,7 @@ def read_step(path: str | os.PathLike[str], demo: str, step: int,
       return None
     states = g["states"]
     t = min(step, len(states) - 1)
-    model_file = g.attrs["model_file"]
-    model_file = model_file.decode() if isinstance(model_file, bytes) else str(model_file)
-    return np.asarray(states[t], np.float64), model_file, {k: np.asarray(g["obs"][k][t], np.float64) for k in obs_keys}
+    return np.asarray(states[t], np.float64), model_file_of(g), {k: np.asarray(g["obs"][k][t], np.float64) for k in obs_keys}
 
 
 def open_demo_file(path: str, missing_hint: str, layout_hint: str = "") -> h5py.File:
@@ -196,7 +195,18 @@ def open_demo_file(path: str, missing_hint: str, layout_hint: str = "") -> h5py.
   return f
 
 
-def _parse_env_args(path: str, raw: Any) -> dict[str, Any]:
+def model_file_of(demo: h5py.Group) -> str:
+  """A demo's ``model_file`` attribute (the episode's MJCF xml) as str (h5py may return bytes)."""
+  value = demo.attrs["model_file"]
+  return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def parse_env_args(path: str, raw: Any) -> dict[str, Any]:
+  """``data.attrs["env_args"]`` (JSON str or bytes) -> dict; {} when absent.
+
+  Raises:
+    DatasetError: naming ``path`` if it is not valid JSON.
+  """
   if raw is None:
     return {}
   try:

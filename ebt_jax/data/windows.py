@@ -67,18 +67,18 @@ class WindowDataset:
 
   ``batch(step)`` depends only on ``seed`` and ``step``, so a resumed run sees exactly the batches an
   uninterrupted one would have. With image keys, each window also carries its To frames per camera
-  (``ebt_jax.data.images.ImageStore``: in RAM, or read per batch from the file: ``images_in_ram``).
+  (``ebt_jax.data.images.ImageStore``: in RAM, or read per batch from the file: ``image_storage``).
   """
 
   def __init__(self, demos: Demos, normalizer, obs_horizon: int, action_horizon: int,
-               pred_horizon: int, seed: int, images_in_ram: bool | str = "auto", image_ram_limit_gb: float = 8.0):
+               pred_horizon: int, seed: int, image_storage: str = "auto", image_ram_limit_gb: float = 8.0):
     self.obs = normalizer.obs.normalize(np.concatenate([e.obs for e in demos.episodes])).astype(np.float32)
     self.actions = normalizer.actions.normalize(
         np.concatenate([e.actions for e in demos.episodes])).astype(np.float32)
     self.index = window_index([len(e.actions) for e in demos.episodes], obs_horizon, action_horizon,
                               pred_horizon)
     self.seed = seed
-    self.images = images.store_for(demos, images_in_ram, image_ram_limit_gb)
+    self.images = images.store_for(demos, image_storage, image_ram_limit_gb)
 
   def __len__(self) -> int:
     return len(self.index)

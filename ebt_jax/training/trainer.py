@@ -224,7 +224,7 @@ def _train(config, workdir: str, demos: Demos, on_step, evaluate) -> tuple[Polic
 
   data = WindowDataset(demos, normalizer, config.horizon.obs, config.horizon.action, config.horizon.pred,
                        seed=config.seed * jax.process_count() + jax.process_index(),
-                       images_in_ram={"auto": "auto", "ram": True, "file": False}[config.data.get("image_storage", "auto")],
+                       image_storage=config.data.get("image_storage", "auto"),
                        image_ram_limit_gb=config.data.get("image_ram_limit_gb", 8.0))
   if data.images is not None:
     logging.info("%s", images.describe(data.images))
