@@ -192,6 +192,12 @@ def get_config(task: str = "lift", variant: str = "cpu") -> ml_collections.Confi
   # Host CPU devices to split this machine into (data-parallel mesh). On CPU, 2 devices of one thread
   # each train ~1.5x faster than 1 device of 2 threads. Ignored when a GPU/TPU is present.
   c.train.num_cpu_devices = 2
+  # Device mesh (data, fsdp) over every device of every host (ebt_jax/training/sharding.py); -1 = all
+  # remaining devices. The batch is split over both axes; params, EMA and AdamW state are sharded over
+  # fsdp (each leaf of >= fsdp_min_size elements, along its largest divisible axis) and replicated over
+  # data. (-1, 1): pure data parallelism, the whole state on every device; (1, -1): 1/N of it per device.
+  c.train.mesh = (-1, 1)
+  c.train.fsdp_min_size = 2**16  # smaller leaves (biases, norm scales) stay replicated
   c.train.loader_threads = 2  # grain threads computing batches ahead (ebt_jax/data/loader.py); 0 = none
   c.train.prefetch_batches = 4
 

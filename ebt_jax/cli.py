@@ -156,11 +156,15 @@ def output_dir(name: str, flag_values: flags.FlagValues = flags.FLAGS) -> None:
   _path_validator(name, paths.directory_problem, flag_values)
 
 
-def existing_path(name: str, flag_values: flags.FlagValues = flags.FLAGS) -> None:
-  """absl validator: ``--<name>`` (if given; a list flag: each entry) exists."""
+def existing_path(name: str, flag_values: flags.FlagValues = flags.FLAGS, uri: bool = False) -> None:
+  """absl validator: ``--<name>`` (if given; a list flag: each entry) exists; with ``uri``, an entry may
+  also be an object-store URI (``gs://bucket/runs/lift``), looked up through ``paths.missing_problem``."""
   def problem(value):
-    missing = [v for v in ([value] if isinstance(value, str) else value) if not os.path.exists(v)]
-    return f"no such file or directory: {', '.join(missing)}" if missing else None
+    values = [value] if isinstance(value, str) else value
+    remote = {v: paths.missing_problem(v) for v in values if uri and not paths.is_local(v)}
+    missing = [v for v in values if v not in remote and not os.path.exists(v)]
+    reasons = [f"{v}: {why}" for v, why in remote.items() if why]
+    return "; ".join(([f"no such file or directory: {', '.join(missing)}"] if missing else []) + reasons) or None
   _path_validator(name, problem, flag_values)
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from absl import flags
 from scipy import stats
 
-from ebt_jax import cli, jsonio
+from ebt_jax import cli, jsonio, paths
 from ebt_jax.errors import WorkdirError
 from ebt_jax.evaluation import plots
 from ebt_jax.evaluation.episodes import wilson_ci95
@@ -40,7 +40,7 @@ _RUNS = flags.DEFINE_list("runs", None, "Run directories (each with eval.json; e
 _OUT = flags.DEFINE_string("out", None, "Directory for comparison.json and the PNGs.", required=True)
 _METRIC = flags.DEFINE_string("metric", "success_rate", "eval.json field to compare (success_rate, "
                               "mean_max_coverage, mean_max_score).")
-cli.existing_path("runs")
+cli.existing_path("runs", uri=True)
 cli.output_dir("out")
 
 STEPS_PLOT = "success_vs_inference_steps.png"
@@ -68,12 +68,11 @@ def read_run(workdir: str, metric: str) -> dict:
       lacks ``by_inference`` / ``metric`` (a run from before the policy switch) or a curve record lacks
       ``epoch`` / ``metric``.
   """
-  path = os.path.join(workdir, "eval.json")
-  if not os.path.exists(path):
+  path = os.path.join(workdir, "eval.json")  # the user's spelling, for messages (a local path or a URI)
+  if not paths.path(path).exists():
     raise WorkdirError(f"{path}: no such file (has the run in {workdir} finished its evaluation?)")
   try:
-    with open(path) as f:
-      result = json.load(f)
+    result = json.loads(paths.path(path).read_text())
   except json.JSONDecodeError as e:
     raise WorkdirError(f"{path}: not valid JSON ({e})") from e
   for key in ("by_inference", "policy", metric):
@@ -83,20 +82,19 @@ def read_run(workdir: str, metric: str) -> dict:
   by_inference = {label: _with_ci({k: s[k] for k in keep if k in s}) for label, s in result["by_inference"].items()}
   curve = []
   curve_path = os.path.join(workdir, "eval_curve.jsonl")
-  if os.path.exists(curve_path):
-    with open(curve_path) as f:
-      for line_no, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        record = json.loads(line)
-        for key in ("step", "epoch", metric):
-          if key not in record:
-            raise WorkdirError(f"{curve_path} line {line_no} has no '{key}'")
-        curve.append(_with_ci({"step": record["step"], "epoch": record["epoch"], metric: record[metric],
-                               "train_wall_s": record.get("train_wall_s"),
-                               **{k: record[k] for k in ("num_episodes", "success_rate") if k in record}}))
+  lines = paths.path(curve_path).read_text().splitlines() if paths.path(curve_path).exists() else []
+  for line_no, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    record = json.loads(line)
+    for key in ("step", "epoch", metric):
+      if key not in record:
+        raise WorkdirError(f"{curve_path} line {line_no} has no '{key}'")
+    curve.append(_with_ci({"step": record["step"], "epoch": record["epoch"], metric: record[metric],
+                           "train_wall_s": record.get("train_wall_s"),
+                           **{k: record[k] for k in ("num_episodes", "success_rate") if k in record}}))
   best = result.get("best_over_training") or {}
-  return {"name": f"{result['policy']} ({os.path.basename(os.path.normpath(workdir))})", "workdir": workdir,
+  return {"name": f"{result['policy']} ({paths.path(workdir).name})", "workdir": workdir,
           "policy": result["policy"], "seed": result.get("config", {}).get("seed"),
           "config": result.get("config"), "train_steps": result.get("train_steps"),
           "train_epochs": result.get("train_epochs"), "by_inference": by_inference,
@@ -146,7 +144,7 @@ def summarize_seeds(values: list[float], metric: str, num_episodes: list[int] | 
 
 
 def _group_name(group: list[dict]) -> str:
-  stem = os.path.basename(os.path.normpath(group[0]["workdir"]))
+  stem = paths.path(group[0]["workdir"]).name
   if len(group) == 1:
     return group[0]["name"]
   stem = re.sub(r"[_-](s|seed)\d+$", "", stem)
@@ -191,13 +189,14 @@ def compare(workdirs, out: str, metric: str = "success_rate") -> dict:
   """
   runs = [read_run(w, metric) for w in workdirs]
   groups = [aggregate(g, metric) for g in seed_groups(runs)]
-  os.makedirs(out, exist_ok=True)
-  plots.metric_vs_inference_steps(groups, os.path.join(out, STEPS_PLOT), metric)
+  out_dir = paths.path(out)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  plots.metric_vs_inference_steps(groups, out_dir / STEPS_PLOT, metric)
   curves = {g["name"]: g["curve"] for g in groups if g["curve"]}
-  plots.metric_vs_epochs(curves, os.path.join(out, EPOCHS_PLOT), metric)
-  plots.metric_vs_wall_clock(curves, os.path.join(out, WALL_CLOCK_PLOT), metric)
+  plots.metric_vs_epochs(curves, out_dir / EPOCHS_PLOT, metric)
+  plots.metric_vs_wall_clock(curves, out_dir / WALL_CLOCK_PLOT, metric)
   comparison = {"metric": metric, "runs": runs, "groups": groups}
-  jsonio.write(os.path.join(out, RESULT_FILE), comparison)
+  jsonio.write(out_dir / RESULT_FILE, comparison)
   return comparison
 
 

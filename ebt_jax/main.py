@@ -34,19 +34,27 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ebt_jax import cli, collect, jsonio, policies, render, tasks, validation
+from ebt_jax import cli, collect, jsonio, paths, policies, render, tasks, validation
 from ebt_jax.data import datasets
 from ebt_jax.envs import pusht, robosuite_env
 from ebt_jax.errors import ConfigError
 from ebt_jax.evaluation import plots, robosuite_eval
 from ebt_jax.evaluation.policy import Policy
-from ebt_jax.training import checkpoint, trainer, workdir as workdir_lib
+from ebt_jax.training import checkpoint, distributed, preemption, trainer, workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/lift.py.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "", "Run directory (checkpoints, metrics, eval.json); "
                                "default workdir/<config.name> for EBT, workdir/<config.name>_<config.policy> "
                                "otherwise, e.g. workdir/lift, workdir/lift_diffusion.")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host, e.g. TPU pods).")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Multi-process run (TPU pod, multi-node GPU): "
+                                  "jax.distributed.initialize() from the three flags below, their JAX_* variables "
+                                  "or JAX's auto-detection (Cloud TPU, SLURM, Open MPI, Kubernetes).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "With --distributed: host:port of process 0 "
+                                   "(default $JAX_COORDINATOR_ADDRESS, else auto-detected).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed: number of processes (default "
+                                      "$JAX_NUM_PROCESSES, else auto-detected).", lower_bound=1)
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: this process's index, 0..N-1 (default "
+                                   "$JAX_PROCESS_ID, else auto-detected).", lower_bound=0)
 _SKIP_EVAL = flags.DEFINE_bool("skip_eval", False, "Train only.")
 
 EVAL_FILE = "eval.json"
@@ -160,7 +168,7 @@ def best_over_training(config, workdir: str, result: dict, state, normalizer) ->
   is saved to ``checkpoints/best`` too (the trainer saved the earlier bests)."""
   metric = config.eval.get("best_metric", "success_rate")
   curve = trainer.read_curve(workdir)
-  final = {"step": int(state.step), "epoch": result["train_epochs"], metric: result.get(metric)}
+  final = {"step": result["train_steps"], "epoch": result["train_epochs"], metric: result.get(metric)}
   best = trainer.best_evaluation(curve + [final], metric)
   if best is None:
     return {"metric": metric, "value": None, "step": None, "num_evaluations": 0, "checkpoint": None}
@@ -168,24 +176,22 @@ def best_over_training(config, workdir: str, result: dict, state, normalizer) ->
     mngr = checkpoint.best_manager(workdir)
     checkpoint.save(mngr, final["step"], state, normalizer, result["config"])
     mngr.close()
-  best_dir = os.path.join(checkpoint.checkpoint_dir(workdir), checkpoint.BEST_DIR, str(best["step"]))
+  best_dir = paths.path(checkpoint.checkpoint_dir(workdir)) / checkpoint.BEST_DIR / str(best["step"])
   return {"metric": metric, "value": best[metric], "step": best["step"], "epoch": best.get("epoch"),
-          "num_evaluations": len(curve) + 1, "checkpoint": best_dir if os.path.isdir(best_dir) else None}
+          "num_evaluations": len(curve) + 1, "checkpoint": str(best_dir) if best_dir.is_dir() else None}
 
 
 def write_plots(config, workdir: str, result: dict) -> None:
   """``energy_vs_step.png`` from eval.json's episodes (policies with an energy); ``coverage_vs_steps.png``
-  from the curve, if any."""
+  from the curve, if any. ``workdir``: a local path or a ``gs://`` URI."""
   hz = pusht.CONTROL_HZ if config.eval.backend == "gym_pusht" else robosuite_env.CONTROL_HZ
   if all("energy" in e for e in result["episodes"]):
-    plots.energy_vs_step(result["episodes"], config.horizon.action, os.path.join(workdir, ENERGY_PLOT),
+    plots.energy_vs_step(result["episodes"], config.horizon.action, paths.path(workdir) / ENERGY_PLOT,
                          per_group=config.eval.get("plot_episodes", 4), hz=hz)
-  curve_path = os.path.join(workdir, trainer.CURVE_FILE)
-  if os.path.exists(curve_path):
-    with open(curve_path) as f:
-      records = [json.loads(line) for line in f if line.strip()]
+  records = trainer.read_curve(workdir)
+  if records:
     keys = ("mean_max_coverage", "success_rate") if "mean_max_coverage" in result else ("success_rate",)
-    plots.curve(records, os.path.join(workdir, CURVE_PLOT), keys)
+    plots.curve(records, paths.path(workdir) / CURVE_PLOT, keys)
 
 
 def run(config, workdir: str, skip_eval: bool = False) -> dict | None:
@@ -195,11 +201,17 @@ def run(config, workdir: str, skip_eval: bool = False) -> dict | None:
   before anything else, holds the workdir's lock (``training.workdir``) for the whole job, and checks
   what needs the demos (``validation.check_dataset``) right after reading them, before training.
 
+  Multi-process runs (``--distributed``): every host trains; the final evaluation runs on process 0 only,
+  from a host copy of the parameters, while the other processes wait for it and return None.
+
   Raises:
     ConfigError, DatasetError, CheckpointError, WorkdirError: user errors (``ebt_jax.errors``), each
-      before the work it would spoil.
+      before the work it would spoil (WorkdirError also when the hosts of a multi-process run do not
+      share the workdir: ``distributed.check_shared_workdir``).
+    preemption.Preempted: training stopped on SIGTERM after saving its checkpoint; nothing evaluated.
   """
   validation.check_config(config, workdir, num_devices=jax.device_count())
+  distributed.check_shared_workdir(workdir)
   with workdir_lib.hold(workdir, lock=jax.process_index() == 0):
     return _run(config, workdir, skip_eval)
 
@@ -216,17 +228,25 @@ def _run(config, workdir: str, skip_eval: bool) -> dict | None:
   t_train = time.time()
   if skip_eval:
     return None
-  policy = Policy.from_config(config, model, state.ema_params if config.eval.use_ema else state.params, normalizer)
+  # Multi-host arrays span other hosts' devices: every process takes part in the copy, then only process 0
+  # evaluates (one robosuite / MJX / gym-pusht evaluation, one eval.json) while the others wait.
+  params, step = distributed.host_copy((state.ema_params if config.eval.use_ema else state.params, state.step))
+  step = int(step)
+  if not distributed.on_process_zero():
+    logging.info("process %d: evaluation runs on process 0", jax.process_index())
+    distributed.wait_for_all("ebt_jax_final_evaluation")
+    return None
+  policy = Policy.from_config(config, model, params, normalizer)
   result = evaluate_all(config, policy, demos.env_args)
   result.update(dataset=os.path.abspath(path), config=json.loads(config.to_json_best_effort()),
-                train_steps=int(state.step),
-                train_epochs=trainer.epochs(config, demos, int(state.step)),
+                train_steps=step,
+                train_epochs=trainer.epochs(config, demos, step),
                 train_wall_s=trainer.train_wall_s(workdir),
                 wall_time_s={"data_and_train": t_train - t0, "eval": time.time() - t_train})
   result["best_over_training"] = best_over_training(config, workdir, result, state, normalizer)
-  jsonio.write(os.path.join(workdir, EVAL_FILE), result)
+  jsonio.write(paths.path(workdir) / EVAL_FILE, result)
   if config.eval.get("every_steps", 0):
-    trainer.append_record(os.path.join(workdir, trainer.CURVE_FILE), {
+    trainer.append_record(str(paths.path(workdir) / trainer.CURVE_FILE), {
         "step": int(state.step), "epoch": result["train_epochs"],
         **{k: v for k, v in result.items() if k not in ("episodes", "by_inference", "train_epochs", "best_over_training",
                                                         "config")},
@@ -234,6 +254,7 @@ def _run(config, workdir: str, skip_eval: bool) -> dict | None:
   write_plots(config, workdir, result)
   summary = {k: v for k, v in result.items() if k not in ("episodes", "config")}
   print(jsonio.dumps(summary, indent=1))
+  distributed.wait_for_all("ebt_jax_final_evaluation")
   return result
 
 
@@ -254,13 +275,16 @@ def main(argv):
   workdir = _WORKDIR.value or default_workdir(config)
   # Every field before anything starts (the devices are checked again in run(), once they exist).
   validation.check_config(config, workdir)
-  if _DISTRIBUTED.value:
-    jax.distributed.initialize()
   # Split a CPU-only host into several single-threaded devices for data parallelism (faster on CPU).
   # Must happen before the backend starts; has no effect on GPU/TPU devices.
   jax.config.update("jax_num_cpu_devices", config.train.num_cpu_devices)
+  if _DISTRIBUTED.value:
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   logging.info("devices: %s", jax.devices())
-  run(config, workdir, _SKIP_EVAL.value)
+  try:
+    run(config, workdir, _SKIP_EVAL.value)
+  except preemption.Preempted as e:  # a clean stop: the rerun of the same command resumes
+    logging.warning("%s", e)
 
 
 if __name__ == "__main__":

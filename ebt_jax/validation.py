@@ -34,6 +34,7 @@ from ebt_jax.data.datasets import DERIVED_OBS
 from ebt_jax.data.demos import Demos
 from ebt_jax.data.robomimic_hdf5 import read_step
 from ebt_jax.tasks import styles
+from ebt_jax.training import sharding
 from ebt_jax.errors import ConfigError, DatasetError
 from ebt_jax.policies import POLICIES
 from ebt_jax.policies.base import parse_inference
@@ -218,6 +219,7 @@ FIELDS: tuple[Field, ...] = (
     Field("train.keep_checkpoints", _I, low=1,
           why=" (0 would make orbax delete every checkpoint, those already on disk included)"),
     Field("train.num_cpu_devices", _I, low=1),
+    Field("train.fsdp_min_size", _I, low=1, why=" (elements; smaller state leaves stay replicated)"),
     Field("train.loader_threads", _I, low=0),
     Field("train.prefetch_batches", _I, low=1),
     Field("eval.backend", _S, choices=EVAL_BACKENDS),
@@ -256,7 +258,11 @@ def _cross_field_problems(config, workdir: str | None, num_devices: int | None, 
     out.append(f"data.obs_keys={tuple(keys) if isinstance(keys, (list, tuple)) else keys!r}: must be a non-empty "
                "list of distinct observation key names, e.g. ('object', 'robot0_eef_pos')")
   path = data.get("path", "") if needs_data else "unused"
-  if needs_data and path and not os.path.exists(path):
+  if needs_data and path and not paths.is_local(path):
+    out.append(f"data.path={path!r}: datasets are read from a local disk (h5py / zarr open them by file name), "
+               f"not a {paths.scheme(path)}:// URI; copy it to a local directory first (e.g. gcloud storage cp -r "
+               f"{path} /tmp/) and pass that path (only --workdir may be in a bucket)")
+  elif needs_data and path and not os.path.exists(path):
     out.append(f"data.path={path!r}: no such file or directory")
   if not path and not data.get("builtin", ""):
     out.append("data.path is empty and this config has no built-in dataset: pass --config.data.path=<dataset> "
@@ -265,7 +271,8 @@ def _cross_field_problems(config, workdir: str | None, num_devices: int | None, 
                "ToolHang: its <task>/ph/low_dim_v15.hdf5 from https://huggingface.co/datasets/amandlek/robomimic)")
   if needs_data and _collects(config):
     cache_dir = data.get("cache_dir", "") or collect.default_cache_dir()
-    problem = paths.directory_problem(cache_dir)
+    problem = (f"h5py writes them to a local disk, not a {paths.scheme(cache_dir)}:// URI; pass a local "
+               "directory" if not paths.is_local(cache_dir) else paths.directory_problem(cache_dir))
     if problem:
       out.append(f"data.cache_dir={data.get('cache_dir', '')!r} (the built-in demos are collected into "
                  f"{cache_dir}): {problem}")
@@ -305,7 +312,12 @@ def _cross_field_problems(config, workdir: str | None, num_devices: int | None, 
   t = config.train
   if num_devices and isinstance(t.get("batch_size"), int) and t.batch_size >= 1 and t.batch_size % num_devices:
     out.append(f"train.batch_size={t.batch_size}: must be a multiple of the {num_devices} devices it is split "
-               "over (data parallelism; CPU: train.num_cpu_devices)")
+               "over (both axes of train.mesh; CPU: train.num_cpu_devices)")
+  if "mesh" in t:  # (data, fsdp): each >= 1 or -1 (not a FIELDS range), and together the devices
+    problem = sharding.mesh_shape_problem(t.mesh, num_devices or None)
+    if problem:
+      shown = tuple(t.mesh) if isinstance(t.mesh, (list, tuple)) else t.mesh
+      out.append(f"train.mesh={shown!r}: {problem}")
   e = config.get("eval")
   out += _image_problems(config)
   if e is not None and e.get("backend") == "gym_pusht" and data.get("derived_obs", "") != "pusht":

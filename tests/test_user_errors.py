@@ -106,6 +106,7 @@ def _cases(root, data: str, workdir: str):
       ("unknown variant", ["-m", "ebt_jax.main", "--config=configs/lift.py:gpu"], ["unknown variant 'gpu'"]),
       ("horizons", on_data + ["--config.horizon.action=20"], ["horizon.action=20", "horizon.pred - horizon.obs + 1"]),
       ("batch over devices", on_data + ["--config.train.batch_size=9"], ["train.batch_size=9", "multiple of the 2 devices"]),
+      ("mesh over devices", on_data + ["--config.train.mesh=(4,1)"], ["train.mesh=(4, 1)", "there are 2 devices"]),
       ("missing dataset", main + [f"--config.data.path={root}/nope.hdf5"], ["data.path=", "no such file"]),
       ("raw robosuite demos", main + [f"--config.data.path={raw}"],
        [raw, "python -m ebt_jax.convert --from=robosuite"]),

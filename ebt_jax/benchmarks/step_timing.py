@@ -11,7 +11,6 @@ import time
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
 
 from ebt_jax import policies
 from ebt_jax.benchmarks.common import unit_normalizer
@@ -19,7 +18,7 @@ from ebt_jax.data.demos import Demos, Episode
 from ebt_jax.data.windows import WindowDataset
 from ebt_jax.models import vision
 from ebt_jax.errors import ConfigError
-from ebt_jax.training import trainer
+from ebt_jax.training import sharding, trainer
 from ebt_jax.training.train_step import apply_gradients, init_train_state, make_optimizer, make_train_step
 
 OBS_DIM, ACTION_DIM = 19, 7  # Lift low-dim
@@ -140,7 +139,7 @@ def time_setting(config, name: str, batch: int, mesh, runs: int, warmup: int, br
   """Times the train step of ``config`` at global ``batch``; -> one result row (see module docstring)."""
   model = policies.make(config, OBS_DIM, ACTION_DIM)
   tx = make_optimizer(config.train)
-  replicated, sharded = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("batch"))
+  replicated, sharded = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   state = jax.jit(lambda r: init_train_state(model, tx, r), out_shardings=replicated)(jax.random.PRNGKey(0))
   rng = np.random.default_rng(1)
   batches = [jax.device_put(random_batch(rng, model, batch, tuple(config.data.get("image_size", (84, 84)))), sharded)

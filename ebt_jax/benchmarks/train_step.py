@@ -8,7 +8,7 @@ For every model size (``--sizes``: variants of ``--config``, e.g. ``cpu`` and ``
 configs/lift.py), batch size (``--batch_sizes``) and policy setting (Diffusion Policy, EBT with the
 config's settings, and each ``--variant`` of EBT: a name and ``config`` overrides), it times the jitted
 train step exactly as the trainer builds it (``trainer.jit_train_step``: the batch split over every
-device of a 1-D mesh, state replicated): compile time (``lower().compile()``), then the median of
+device of the default (-1, 1) mesh, state replicated): compile time (``lower().compile()``), then the median of
 ``--runs`` calls after ``--warmup``; train steps/s and samples/s follow. Random parameters and random normalised
 batches (obs_dim 19, A = 7 as Lift low-dim): the step's cost does not depend on the data.
 

@@ -16,17 +16,18 @@ import grain
 
 
 def batches(dataset, start: int, stop: int, batch_size: int, num_threads: int = 2,
-            prefetch: int = 4) -> Iterator[dict]:
-  """-> iterator of ``dataset.batch(step, batch_size)`` for step in [start, stop), in order.
+            prefetch: int = 4, shard: tuple[int, int] = (0, 1)) -> Iterator[dict]:
+  """-> iterator of ``dataset.batch(step, batch_size, shard)`` for step in [start, stop), in order.
 
   Args:
-    dataset: anything with ``batch(step, batch_size)`` (``WindowDataset``).
+    dataset: anything with ``batch(step, batch_size, shard)`` (``WindowDataset``).
     start, stop: the step range.
-    batch_size: samples per batch (this host's share).
+    batch_size: samples per global batch.
     num_threads: grain read threads (0: batches computed in the calling thread, no prefetch).
     prefetch: batches computed ahead.
+    shard: (this host's index, number of hosts): each batch holds this host's rows only.
   """
   if stop <= start:
     return iter(())
-  steps = grain.MapDataset.range(start, stop).map(lambda step: dataset.batch(int(step), batch_size))
+  steps = grain.MapDataset.range(start, stop).map(lambda step: dataset.batch(int(step), batch_size, shard))
   return iter(steps.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)))

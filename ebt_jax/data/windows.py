@@ -83,11 +83,26 @@ class WindowDataset:
   def __len__(self) -> int:
     return len(self.index)
 
-  def batch(self, step: int, batch_size: int) -> dict[str, np.ndarray]:
+  def batch(self, step: int, batch_size: int, shard: tuple[int, int] = (0, 1)) -> dict[str, np.ndarray]:
     """-> {"obs": [B, To, obs_dim], "actions": [B, Tp, A]} float32, normalised to [-1, 1] (+ "images":
-    {camera: [B, To, H, W, 3] uint8} with image keys)."""
+    {camera: [B, To, H, W, 3] uint8} with image keys).
+
+    Args:
+      step: the train step (the batch is a function of (seed, step) only).
+      batch_size: the global batch B_global.
+      shard: (k, n): this host's rows k * B .. (k + 1) * B - 1 of the global batch, B = B_global / n
+        (multi-host: k = process index, n = process count), so the global batch is the same for every
+        topology and a 2-host run trains exactly what a 1-host run does.
+
+    Raises:
+      ValueError: if n does not divide ``batch_size`` or k is not in [0, n).
+    """
+    k, n = shard
+    if batch_size % n or not 0 <= k < n:
+      raise ValueError(f"shard {shard} of a batch of {batch_size}: needs 0 <= k < n and n dividing the batch")
     rng = np.random.default_rng((self.seed, step))
-    rows = rng.integers(0, len(self.index), size=batch_size)
+    local = batch_size // n
+    rows = rng.integers(0, len(self.index), size=batch_size)[k * local:(k + 1) * local]
     out = {"obs": self.obs[self.index.obs_idx[rows]], "actions": self.actions[self.index.action_idx[rows]]}
     if self.images is not None:
       out["images"] = self.images.gather(self.index.obs_idx[rows])

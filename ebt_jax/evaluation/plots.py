@@ -1,7 +1,8 @@
 """PNG figures of an evaluation: energy over an episode, and success / coverage over training.
 
 Both read the records written to a run directory (``eval.json``'s ``episodes``, ``eval_curve.jsonl``),
-so they can be redrawn from a finished run. matplotlib with the non-interactive Agg backend.
+so they can be redrawn from a finished run. matplotlib with the non-interactive Agg backend. Each
+``path`` is a local path or a ``gs://`` URI (``save``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,25 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+from etils import epath  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from ebt_jax import paths  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def save(fig, path: epath.PathLike) -> None:
+  """Writes ``fig`` to ``path`` (a local path or ``gs://`` URI; the format from its suffix, e.g. ``.png``)
+  through ``paths.path``, creating the parent directory, and closes the figure.
+
+  Raises:
+    OSError (or the object store client's error): if the file cannot be written.
+  """
+  target = paths.path(path)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  try:
+    with target.open("wb") as f:
+      fig.savefig(f, dpi=110, format=target.suffix.lstrip(".") or "png")
+  finally:
+    plt.close(fig)
 
 
 def energy_vs_step(episodes: Sequence[Mapping[str, Any]], action_horizon: int, path: str,
@@ -62,8 +82,7 @@ def energy_vs_step(episodes: Sequence[Mapping[str, Any]], action_horizon: int, p
   for ax in axes[-1]:
     ax.set_xlabel("env step" + (f" ({hz:g} Hz)" if hz else ""))
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  save(fig, path)
 
 
 def curve(records: Sequence[Mapping[str, Any]], path: str,
@@ -94,8 +113,7 @@ def _finish(fig, ax, path: str, xlabel: str, ylabel: str | None = None) -> None:
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  save(fig, path)
 
 
 def metric_vs_inference_steps(runs: Sequence[Mapping[str, Any]], path: str, metric: str = "success_rate") -> None:

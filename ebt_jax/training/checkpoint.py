@@ -12,19 +12,23 @@ training run resumes, moved to ``<workdir>/checkpoints_damaged/<step>`` (kept, n
 training can write that step again. A checkpoint of another model (``ARCH_FIELDS``) is refused with
 the differing fields listed. If no step restores, nothing is moved and a ``CheckpointError`` lists
 each step and why.
+
+The workdir may be a ``gs://`` URI: every path here goes through ``ebt_jax.paths`` (kept as the URI,
+never made "absolute" into ``/cwd/gs:/...``) and orbax takes it as an ``epath.Path``. orbax writes its
+metadata through epath and the arrays through tensorstore's GCS driver; only the path handling is
+tested here (a fake in-memory ``gs://``), the array writes to a real bucket are not.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from typing import Any, Callable, NamedTuple
 
 import orbax.checkpoint as ocp
 from absl import logging
 
+from ebt_jax import paths
 from ebt_jax.data.normalization import Normalizer
 from ebt_jax.errors import CheckpointError, ConfigError
 
@@ -46,15 +50,16 @@ class Restored(NamedTuple):
 
 
 def checkpoint_dir(workdir: str) -> str:
-  """``<workdir>/checkpoints`` (absolute)."""
-  return os.path.join(os.path.abspath(workdir), "checkpoints")
+  """``<workdir>/checkpoints``: absolute for a local ``workdir``, the same URI for a ``gs://`` one
+  (``gs://b/r`` -> ``gs://b/r/checkpoints``; ``paths.path``)."""
+  return str(paths.path(workdir) / "checkpoints")
 
 
 def manager(workdir: str, max_to_keep: int | None = 2) -> ocp.CheckpointManager:
   """The run's checkpoint manager (creates ``<workdir>/checkpoints``).
 
   Args:
-    workdir: run directory.
+    workdir: run directory, a local path or a ``gs://`` URI (orbax takes it as an ``epath.Path``).
     max_to_keep: newest checkpoints kept (>= 1), or None for all.
 
   Raises:
@@ -64,15 +69,17 @@ def manager(workdir: str, max_to_keep: int | None = 2) -> ocp.CheckpointManager:
     raise ConfigError(f"train.keep_checkpoints={max_to_keep}: must be an integer >= 1 (0 would delete every "
                       "checkpoint of the run, including those already on disk)")
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=("state", "normalizer", "config"))
+  return ocp.CheckpointManager(paths.path(checkpoint_dir(workdir)), options=options,
+                               item_names=("state", "normalizer", "config"))
 
 
 def best_manager(workdir: str) -> ocp.CheckpointManager:
   """The manager of ``<workdir>/checkpoints/best`` (one step kept: the best-scoring checkpoint so far).
 
-  The main manager ignores this directory (its name is not a step number)."""
+  The main manager ignores this directory (its name is not a step number). ``workdir``: a local path or
+  a ``gs://`` URI."""
   options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
-  return ocp.CheckpointManager(os.path.join(checkpoint_dir(workdir), BEST_DIR), options=options,
+  return ocp.CheckpointManager(paths.path(checkpoint_dir(workdir)) / BEST_DIR, options=options,
                                item_names=("state", "normalizer", "config"))
 
 
@@ -147,7 +154,7 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any,
       damaged.append((step, _reason(e)))
       continue
     for bad, reason in damaged:
-      where = os.path.join(os.fspath(mngr.directory), str(bad))
+      where = str(paths.path(mngr.directory) / str(bad))
       moved = _move_aside(where, damaged_dir, bad) if damaged_dir else None
       logging.warning("checkpoint step %d (%s) is damaged and was skipped: %s%s", bad, where, reason,
                       f"; moved to {moved}" if moved else "")
@@ -163,16 +170,21 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any,
 
 
 def _move_aside(path: str, damaged_dir: str, step: int) -> str | None:
-  """Moves a damaged step directory into ``damaged_dir`` (multi-host: process 0 only); -> new path."""
+  """Moves a damaged step directory into ``damaged_dir`` (multi-host: process 0 only); -> new path.
+
+  Both are local paths (a rename within the workdir) or URIs (``gs://``: epath renames through fsspec,
+  i.e. copies each object and deletes the original, not atomic; a crash midway leaves the step in both
+  places)."""
   import jax  # pylint: disable=g-import-not-at-top
-  if jax.process_index() != 0 or not os.path.exists(path):
+  source = paths.path(path)
+  if jax.process_index() != 0 or not source.exists():
     return None
-  os.makedirs(damaged_dir, exist_ok=True)
-  target = os.path.join(damaged_dir, str(step))
-  if os.path.exists(target):
-    target += f".{int(time.time())}"
-  shutil.move(path, target)
-  return target
+  paths.path(damaged_dir).mkdir(parents=True, exist_ok=True)
+  target = paths.path(damaged_dir) / str(step)
+  if target.exists():
+    target = target.parent / f"{target.name}.{int(time.time())}"
+  source.rename(target)
+  return str(target)
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -222,7 +234,8 @@ def load_policy(workdir: str, step: int | None = None, use_ema: bool = True, bes
   checkpoint (damaged newer ones are logged and skipped, not moved).
 
   Args:
-    workdir: run directory with ``checkpoints/`` (written by ``ebt_jax.main``).
+    workdir: run directory with ``checkpoints/`` (written by ``ebt_jax.main``), a local path or a
+      ``gs://`` URI.
     step: checkpoint step (default: the newest intact one).
     use_ema: the EMA parameters (as evaluation uses) or the raw ones.
     best: the best-scoring checkpoint (``checkpoints/best``, runs with ``eval.every_steps``) instead.
@@ -237,7 +250,7 @@ def load_policy(workdir: str, step: int | None = None, use_ema: bool = True, bes
   from ebt_jax import policies  # pylint: disable=g-import-not-at-top
   from ebt_jax.training.train_step import init_train_state, make_optimizer  # pylint: disable=g-import-not-at-top
 
-  if not os.path.isdir(checkpoint_dir(workdir)):
+  if not paths.path(checkpoint_dir(workdir)).is_dir():
     raise CheckpointError(f"no checkpoint in {checkpoint_dir(workdir)} (not a run directory of ebt_jax.main?)")
   mngr = best_manager(workdir) if best else manager(workdir, max_to_keep=None)
   steps = mngr.all_steps()

@@ -4,8 +4,11 @@ The same loop trains EBT-Policy and the Diffusion Policy baseline: ``config.poli
 model (``ebt_jax.policies``), whose loss the train step differentiates.
 
 Runs unchanged on 1 CPU, several fake CPU devices, a GPU or every host of a TPU pod: the batch is
-sharded over a 1-D ``jax.sharding.Mesh`` axis ``"batch"``, parameters are replicated, and each host
-contributes its slice of the global batch.
+split over every device of a (data, fsdp) mesh (``train.mesh``, ``training.sharding``), the train state
+is replicated over "data" and its large leaves sharded over "fsdp" (FSDP; (-1, 1), the default: all
+replicated), and each host contributes its slice of the global batch (the global batch of a step is
+the same for every topology, ``WindowDataset.batch``'s ``shard``). A SIGTERM saves the current step
+and stops (``training.preemption``).
 """
 
 from __future__ import annotations
@@ -18,16 +21,16 @@ from typing import Any, Callable
 import jax
 import numpy as np
 from absl import logging
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding
 
-from ebt_jax import jsonio, policies
+from ebt_jax import jsonio, paths, policies
 from ebt_jax.data import images, loader
 from ebt_jax.data.normalization import MinMax, Normalizer
 from ebt_jax.data.demos import Demos
 from ebt_jax.data.windows import WindowDataset, window_index
 from ebt_jax.errors import CheckpointError, ConfigError, DivergedError
 from ebt_jax.policies import PolicyModel
-from ebt_jax.training import checkpoint, workdir as workdir_lib
+from ebt_jax.training import checkpoint, sharding, preemption, workdir as workdir_lib
 from ebt_jax.training.train_step import TrainState, init_train_state, make_optimizer, make_train_step
 
 METRICS_FILE = "metrics.jsonl"
@@ -53,48 +56,55 @@ def epochs(config, demos: Demos, steps: int) -> float:
   return steps * config.train.batch_size / len(windows)
 
 
-def make_mesh() -> Mesh:
-  """1-D data-parallel mesh over every device of every host, axis name ``"batch"``."""
-  return Mesh(np.asarray(jax.devices()), ("batch",))
+def make_mesh(shape=sharding.DEFAULT_MESH) -> Mesh:
+  """The (data, fsdp) mesh of ``train.mesh`` sizes over every device of every host (``sharding.make_mesh``;
+  the default (-1, 1): data parallelism over all of them).
+
+  Raises:
+    ConfigError: if the sizes are invalid or do not cover the devices.
+  """
+  return sharding.make_mesh(shape)
 
 
-def jit_train_step(train_step, mesh: Mesh, donate: bool = True):
-  """jit with the state and rng replicated and the batch split along its first axis over ``mesh``."""
-  replicated = NamedSharding(mesh, PartitionSpec())
-  return jax.jit(train_step, in_shardings=(replicated, NamedSharding(mesh, PartitionSpec("batch")), replicated),
-                 out_shardings=(replicated, replicated), donate_argnums=0 if donate else ())
+def jit_train_step(train_step, mesh: Mesh, donate: bool = True, state_sharding: Any = None):
+  """jit with the batch split along its first axis over every axis of ``mesh`` (``sharding.batch_sharding``;
+  a 1-D mesh works too), the rng replicated, and the state (in and out) in ``state_sharding`` (a
+  ``NamedSharding`` pytree, e.g. ``sharding.shardings_of(sharding.abstract_state(...))``; None:
+  replicated); the metrics come out replicated."""
+  replicated = sharding.replicated(mesh)
+  state_sharding = replicated if state_sharding is None else state_sharding
+  return jax.jit(train_step, in_shardings=(state_sharding, sharding.batch_sharding(mesh), replicated),
+                 out_shardings=(state_sharding, replicated), donate_argnums=0 if donate else ())
 
 
-def _global_batch(local: dict[str, Any], sharding: NamedSharding) -> dict[str, Any]:
+def _global_batch(local: dict[str, Any], batch_sharding: NamedSharding) -> dict[str, Any]:
   """This host's batch (nested dicts of [B_local, ...] arrays: obs, actions, images) -> global arrays split
-  along the batch axis."""
-  return jax.tree.map(lambda v: jax.make_array_from_process_local_data(sharding, v), local)
+  along the batch axis (``sharding.batch_sharding``)."""
+  return jax.tree.map(lambda v: jax.make_array_from_process_local_data(batch_sharding, v), local)
 
 
 def append_record(path: str, record: dict) -> None:
-  """Appends one strict-JSON line to ``path`` (non-finite numbers as null; on process 0 only)."""
+  """Appends one strict-JSON line to ``path`` (a local path or ``gs://`` URI; non-finite numbers as null;
+  on process 0 only)."""
   if jax.process_index() != 0:  # one writer on multi-host runs
     return
   jsonio.append_line(path, record)
 
 
 def _truncate_metrics(path: str, last_step: int) -> None:
-  """Drops records past ``last_step`` (written after the checkpoint a resumed run starts from)."""
-  if jax.process_index() != 0 or not os.path.exists(path):
+  """Drops records past ``last_step`` (written after the checkpoint a resumed run starts from) from the
+  JSON Lines file ``path`` (local path or ``gs://`` URI; rewritten atomically, ``paths.write_atomic``)."""
+  target = paths.path(path)
+  if jax.process_index() != 0 or not target.exists():
     return
-  with open(path) as f:
-    lines = [l for l in f if l.strip() and json.loads(l)["step"] <= last_step]
-  with open(path, "w") as f:
-    f.writelines(lines)
+  lines = [l for l in target.read_text().splitlines(keepends=True) if l.strip() and json.loads(l)["step"] <= last_step]
+  paths.write_atomic(path, "".join(lines))
 
 
 def read_curve(workdir: str) -> list[dict]:
-  """The records of ``<workdir>/eval_curve.jsonl`` in file order ([] without one)."""
-  path = os.path.join(workdir, CURVE_FILE)
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(l) for l in f if l.strip()]
+  """The records of ``<workdir>/eval_curve.jsonl`` in file order ([] without one); ``workdir``: a local
+  path or a ``gs://`` URI."""
+  return jsonio.read_lines(paths.path(workdir) / CURVE_FILE)
 
 
 def best_evaluation(records: list[dict], metric: str) -> dict | None:
@@ -111,12 +121,8 @@ def train_wall_s(workdir: str) -> float:
   Training time is wall clock from the first train step (compilation included) to the last logged one,
   summed over resumed runs, without evaluations during training: what success vs wall-clock plots use.
   """
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
-    return 0.0
-  with open(path) as f:
-    lines = [l for l in f if l.strip()]
-  return float(json.loads(lines[-1]).get("train_wall_s", 0.0)) if lines else 0.0
+  records = jsonio.read_lines(paths.path(workdir) / METRICS_FILE)  # a local path or a gs:// URI
+  return float(records[-1].get("train_wall_s", 0.0)) if records else 0.0
 
 
 def train(config, workdir: str, demos: Demos,
@@ -147,9 +153,11 @@ def train(config, workdir: str, demos: Demos,
       obs / action layout (the message lists the differing fields), or no checkpoint restores.
     WorkdirError: if another run holds the workdir.
     DivergedError: after ``train.max_consecutive_nonfinite`` skipped non-finite steps in a row.
+    preemption.Preempted: on SIGTERM (or, multi-host, JAX's preemption notice) after saving the checkpoint
+      of the step it stopped at (``ebt_jax.training.preemption``); a rerun resumes there.
   """
-  with workdir_lib.hold(workdir, lock=jax.process_index() == 0):
-    return _train(config, workdir, demos, on_step, evaluate)
+  with workdir_lib.hold(workdir, lock=jax.process_index() == 0), preemption.Watch() as watch:
+    return _train(config, workdir, demos, on_step, evaluate, watch)
 
 
 def _check_resumable(workdir: str, config_dict: dict, demos: Demos, model: PolicyModel):
@@ -157,7 +165,7 @@ def _check_resumable(workdir: str, config_dict: dict, demos: Demos, model: Polic
   of another policy, model, horizons or observation / action layout, listing what differs."""
 
   def check(step: int, saved: Normalizer, saved_config: dict) -> None:
-    where = os.path.join(checkpoint.checkpoint_dir(workdir), str(step))
+    where = str(paths.path(checkpoint.checkpoint_dir(workdir)) / str(step))
     if saved_config.get("policy", "ebt") != model.name:  # the message tests and users know
       raise CheckpointError(f"{workdir}: checkpoint step {step} is a {saved_config.get('policy', 'ebt')!r} "
                             f"policy, config.policy is {model.name!r}; use a new --workdir")
@@ -178,34 +186,39 @@ def _check_resumable(workdir: str, config_dict: dict, demos: Demos, model: Polic
   return check
 
 
-def _train(config, workdir: str, demos: Demos, on_step, evaluate) -> tuple[PolicyModel, TrainState, Normalizer]:
+def _train(config, workdir: str, demos: Demos, on_step, evaluate,
+           watch: preemption.Watch) -> tuple[PolicyModel, TrainState, Normalizer]:
   tcfg = config.train
-  mesh = make_mesh()
+  mesh = make_mesh(tuple(tcfg.get("mesh", sharding.DEFAULT_MESH)))
   if tcfg.batch_size % mesh.size:
     raise ConfigError(f"train.batch_size={tcfg.batch_size}: must be a multiple of the {mesh.size} devices it is "
-                      "split over (data parallelism; CPU: train.num_cpu_devices)")
-  replicated = NamedSharding(mesh, PartitionSpec())
-  batch_sharding = NamedSharding(mesh, PartitionSpec("batch"))
+                      "split over (both axes of train.mesh; CPU: train.num_cpu_devices)")
+  batch_sharding = sharding.batch_sharding(mesh)
 
   model = policies.make(config, demos.obs_dim, demos.action_dim)
   tx = make_optimizer(tcfg)
-  init_fn = jax.jit(lambda rng: init_train_state(model, tx, rng), out_shardings=replicated)
+  init = lambda rng: init_train_state(model, tx, rng)
   root = jax.random.PRNGKey(config.seed)
   init_rng, step_root = jax.random.split(root)
-  state = init_fn(init_rng)
+  # The state's layout from its shapes alone: initialised in it (parameters born sharded) and restored into
+  # it, whatever mesh a checkpoint was saved under.
+  abstract = sharding.abstract_state(init, mesh, init_rng,
+                                     min_size=tcfg.get("fsdp_min_size", sharding.MIN_SHARD_SIZE))
+  state_sharding = sharding.shardings_of(abstract)
 
   config_dict = json.loads(config.to_json_best_effort())
   mngr = checkpoint.manager(workdir, tcfg.keep_checkpoints)
-  restored = checkpoint.restore_latest(mngr, state, check=_check_resumable(workdir, config_dict, demos, model),
-                                       damaged_dir=os.path.join(os.path.abspath(workdir), checkpoint.DAMAGED_DIR))
+  restored = checkpoint.restore_latest(mngr, abstract, check=_check_resumable(workdir, config_dict, demos, model),
+                                       damaged_dir=str(paths.path(workdir) / checkpoint.DAMAGED_DIR))
   if restored is None:
+    state = jax.jit(init, out_shardings=state_sharding)(init_rng)
     start, normalizer = 0, fit_normalizer(demos, config.data.get("normalize_obs", True),
                                           config.data.get("normalize_actions", True))
   else:  # the checkpoint's normaliser is the one the parameters were trained with
     start, state, normalizer = restored.step, restored.state, restored.normalizer
     logging.info("Resumed from %s at step %d", mngr.directory, start)
-  metrics_path = os.path.join(workdir, METRICS_FILE)
-  curve_path = os.path.join(workdir, CURVE_FILE)
+  metrics_path = str(paths.path(workdir) / METRICS_FILE)
+  curve_path = str(paths.path(workdir) / CURVE_FILE)
   _truncate_metrics(metrics_path, start)
   _truncate_metrics(curve_path, start)
   eval_every = config.eval.get("every_steps", 0) if "eval" in config else 0
@@ -223,21 +236,21 @@ def _train(config, workdir: str, demos: Demos, on_step, evaluate) -> tuple[Polic
       best_mngr.delete(stale)
 
   data = WindowDataset(demos, normalizer, config.horizon.obs, config.horizon.action, config.horizon.pred,
-                       seed=config.seed * jax.process_count() + jax.process_index(),
+                       seed=config.seed,
                        image_storage=config.data.get("image_storage", "auto"),
                        image_ram_limit_gb=config.data.get("image_ram_limit_gb", 8.0))
   if data.images is not None:
     logging.info("%s", images.describe(data.images))
-  local_batch = tcfg.batch_size // jax.process_count()
-  step_fn = jit_train_step(make_train_step(model, tx, tcfg), mesh)
+  step_fn = jit_train_step(make_train_step(model, tx, tcfg), mesh, state_sharding=state_sharding)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  logging.info("policy %s: %d parameters, %d windows from %d demos, %d devices, batch %d, steps %d -> %d",
-               model.name, num_params, len(data), len(demos.episodes), mesh.size, tcfg.batch_size, start, tcfg.num_steps)
+  logging.info("policy %s: %d parameters, %d windows from %d demos, %d devices (mesh %s), batch %d, steps %d -> %d",
+               model.name, num_params, len(data), len(demos.episodes), mesh.size, dict(mesh.shape), tcfg.batch_size,
+               start, tcfg.num_steps)
 
   wall = train_wall_s(workdir)  # training seconds before this (resumed) run
   nonfinite_run, window, t0 = 0, [], time.time()
-  host_batches = loader.batches(data, start, tcfg.num_steps, local_batch, tcfg.get("loader_threads", 2),
-                                tcfg.get("prefetch_batches", 4))
+  host_batches = loader.batches(data, start, tcfg.num_steps, tcfg.batch_size, tcfg.get("loader_threads", 2),
+                                tcfg.get("prefetch_batches", 4), shard=(jax.process_index(), jax.process_count()))
   input_wait = 0.0  # seconds the loop waited for the next batch (0 when the prefetch keeps up)
   for step in range(start, tcfg.num_steps):
     t_wait = time.time()
@@ -284,8 +297,16 @@ def _train(config, workdir: str, demos: Demos, on_step, evaluate) -> tuple[Polic
         checkpoint.save(best_mngr, done, state, normalizer, config_dict)
         logging.info("step %d: new best %s %.3f -> %s", done, best_metric, score, best_mngr.directory)
       t0 += time.time() - t_eval  # keep evaluation time out of the next steps/s
-    if done % tcfg.checkpoint_every == 0 or done == tcfg.num_steps:
+    preempted = watch.reached(done, mngr) and done < tcfg.num_steps
+    if done % tcfg.checkpoint_every == 0 or done == tcfg.num_steps or preempted:
       checkpoint.save(mngr, done, state, normalizer, config_dict)
+    if preempted:
+      directory = os.fspath(mngr.directory)
+      for m in (mngr, best_mngr):
+        if m is not None:
+          m.close()
+      logging.warning("stopped at step %d on a preemption notice; checkpoint saved in %s", done, directory)
+      raise preemption.Preempted(done, directory)
     if on_step is not None:
       on_step(done, state)
   mngr.close()
