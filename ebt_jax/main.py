@@ -17,6 +17,11 @@ r"""EBT-Policy (or the Diffusion Policy baseline) end to end: demonstrations -> 
    ``eval.best_metric`` over the evaluations during training and the final one (the paper's protocol),
    whose checkpoint is kept in ``<workdir>/checkpoints/best``.
 
+Multi-host (``--distributed``; ``launch/tpu_pod.sh``, ``launch/slurm.sbatch``): every host runs this command
+on one shared workdir (a ``gs://`` URI or a shared filesystem); ``training.distributed`` starts JAX's
+distributed runtime and checks the workdir is shared, process 0 alone evaluates. A SIGTERM saves the current
+step's checkpoint and exits 0 (``training.preemption``); the same command resumes.
+
 ``config.seed`` drives every random stream of a run: parameter init, the train steps' randomness
 (MCMC / diffusion noise, dropout) and the order of the training batches; decisions at evaluation draw
 from ``PRNGKey(seed + 1)``. The episodes' initial states are fixed by ``eval.seed + k``, the same for
