@@ -139,7 +139,7 @@ def test_sigterm_saves_the_current_step_exits_0_and_the_rerun_resumes_exactly(tm
       proc.kill()
       proc.wait()
   assert proc.returncode == 0, err[-3000:]
-  assert stop_s < 15, f"took {stop_s:.1f} s from SIGTERM to exit"
+  assert stop_s < 30, f"took {stop_s:.1f} s from SIGTERM to exit"  # 5.4 s here with two trainings beside it
   saved = [int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit()]
   assert len(saved) == 1 and "preempted: checkpoint of step" in err
   stopped = saved[0]

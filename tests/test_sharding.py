@@ -119,7 +119,8 @@ def _assert_close(a, b):
 
 def test_checkpoints_resume_under_another_mesh_and_load_policy_reads_an_fsdp_run(tmp_path):
   demos = tiny_demos()
-  fsdp, dp = tiny_config(mesh=(1, 8), fsdp_min_size=MIN_SIZE), tiny_config(mesh=(8, 1), fsdp_min_size=MIN_SIZE)
+  fsdp = tiny_config(mesh=(1, 8), fsdp_min_size=MIN_SIZE, num_steps=4)
+  dp = tiny_config(mesh=(8, 1), fsdp_min_size=MIN_SIZE, num_steps=4)
   model, reference, normalizer = trainer.train(fsdp, str(tmp_path / "ref"), demos)  # uninterrupted, FSDP
   assert _leaf(reference.params, KERNEL).sharding.spec == P(None, "fsdp")
 
@@ -127,16 +128,16 @@ def test_checkpoints_resume_under_another_mesh_and_load_policy_reads_an_fsdp_run
     if step == 3:  # checkpoint 2 is on disk
       raise Killed()
 
-  for name, first, then in (("fsdp_then_dp", fsdp, dp), ("dp_then_fsdp", dp, fsdp)):
-    workdir = str(tmp_path / name)
-    with pytest.raises(Killed):
-      trainer.train(first, workdir, demos, on_step=kill_after_3)
-    seen = []
-    _, resumed, _ = trainer.train(then, workdir, demos, on_step=lambda step, state: seen.append(step))
-    assert seen == [3, 4, 5, 6], name  # resumed from the checkpoint of step 2, saved under the other mesh
-    expected = P(None, "fsdp") if then is fsdp else P()
-    assert _leaf(resumed.params, KERNEL).sharding.spec == _leaf(resumed.ema_params, KERNEL).sharding.spec == expected
-    _assert_close(resumed, reference)
+  # Saved sharded, resumed replicated: restore_latest places every array in the current mesh's sharding
+  # (the same call restores a replicated checkpoint into FSDP shardings).
+  workdir = str(tmp_path / "fsdp_then_dp")
+  with pytest.raises(Killed):
+    trainer.train(fsdp, workdir, demos, on_step=kill_after_3)
+  seen = []
+  _, resumed, _ = trainer.train(dp, workdir, demos, on_step=lambda step, state: seen.append(step))
+  assert seen == [3, 4]  # resumed from the checkpoint of step 2, saved under the other mesh
+  assert _leaf(resumed.params, KERNEL).sharding.spec == _leaf(resumed.ema_params, KERNEL).sharding.spec == P()
+  _assert_close(resumed, reference)
 
   # load_policy restores the FSDP checkpoint onto one device; its decision is the trained state's.
   policy, _ = checkpoint.load_policy(str(tmp_path / "ref"))

@@ -77,6 +77,21 @@ def jit_train_step(train_step, mesh: Mesh, donate: bool = True, state_sharding: 
                  out_shardings=(state_sharding, replicated), donate_argnums=0 if donate else ())
 
 
+_STEPS: dict = {}  # this process's jitted train steps (tests and sweeps train the same model several times)
+
+
+def _cached_step(config, demos: Demos, mesh: Mesh, state_sharding, build: Callable[[], Callable]) -> Callable:
+  """``build()``, or the jitted step an earlier ``train`` call of this process built for the same config,
+  data widths, devices and state layout: tracing the EBT training chain (Alg. 1, second-order gradients)
+  costs seconds per call, and jit caches by function identity, which a new closure never matches."""
+  key = (config.to_json_best_effort(sort_keys=True), demos.obs_dim, demos.action_dim,
+         tuple(d.id for d in mesh.devices.flat), mesh.devices.shape, mesh.axis_names,
+         str(jax.tree.map(lambda s: s.spec, state_sharding)))
+  if key not in _STEPS:
+    _STEPS[key] = build()
+  return _STEPS[key]
+
+
 def _global_batch(local: dict[str, Any], batch_sharding: NamedSharding) -> dict[str, Any]:
   """This host's batch (nested dicts of [B_local, ...] arrays: obs, actions, images) -> global arrays split
   along the batch axis (``sharding.batch_sharding``)."""
@@ -241,7 +256,8 @@ def _train(config, workdir: str, demos: Demos, on_step, evaluate,
                        image_ram_limit_gb=config.data.get("image_ram_limit_gb", 8.0))
   if data.images is not None:
     logging.info("%s", images.describe(data.images))
-  step_fn = jit_train_step(make_train_step(model, tx, tcfg), mesh, state_sharding=state_sharding)
+  step_fn = _cached_step(config, demos, mesh, state_sharding,
+                         lambda: jit_train_step(make_train_step(model, tx, tcfg), mesh, state_sharding=state_sharding))
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info("policy %s: %d parameters, %d windows from %d demos, %d devices (mesh %s), batch %d, steps %d -> %d",
                model.name, num_params, len(data), len(demos.episodes), mesh.size, dict(mesh.shape), tcfg.batch_size,
