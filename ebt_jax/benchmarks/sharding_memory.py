@@ -3,7 +3,7 @@ r"""Report: bytes per device of the train state (params + EMA params + AdamW sta
   python -m ebt_jax.benchmarks.sharding_memory --out=/tmp/sharding_memory.json
   python -m ebt_jax.benchmarks.sharding_memory --variants=paper --wide_factor=10 --num_devices=8,256
 
-For each model (each ``--variants`` entry of ``--config``, plus ``paper`` with ``model.width`` x
+For each model (each ``--variants`` entry of ``--config_file``, plus ``paper`` with ``model.width`` x
 ``--wide_factor``, the transformer width every block's kernels scale with) and each device count N of
 ``--num_devices``, the meshes (N, 1) (pure data parallelism), (N/2, 2) and (1, N) (FSDP over every device):
 bytes one device holds of ``params``, ``ema_params`` and ``opt_state``, and their total.
@@ -28,7 +28,8 @@ from ebt_jax.errors import ConfigError
 from ebt_jax.training import sharding
 from ebt_jax.training.train_step import init_train_state, make_optimizer
 
-_CONFIG = flags.DEFINE_string("config", "configs/lift.py", "Config file whose get_config(variant) builds each model.")
+_CONFIG = flags.DEFINE_string("config_file", "configs/lift.py", "Config file whose get_config(variant) builds each "
+                              "model (not --config: the module is imported beside ebt_jax.main, whose flag that is).")
 _VARIANTS = flags.DEFINE_list("variants", ["paper", "paper_image"], "Config variants to report.")
 _WIDE = flags.DEFINE_integer("wide_factor", 10, "Also report the 'paper' variant with model.width times this "
                              "(0: not).")
@@ -39,7 +40,7 @@ _OUT = flags.DEFINE_string("out", "", "Write the results as JSON here.")
 cli.ints_at_least("num_devices", 2)
 cli.at_least("wide_factor", 0)
 cli.at_least("min_size", 0)
-cli.existing_path("config")
+cli.existing_path("config_file")
 cli.output_file("out")
 
 PARTS = ("params", "ema_params", "opt_state")
