@@ -1,6 +1,10 @@
 """The train-step benchmark (ebt_jax.benchmarks.step_timing): it times the trainer's own jitted step, splits it into parts, and its variants
 really change the step (remat: less memory; truncated chain: fewer differentiated MCMC steps)."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from configs import lift
@@ -47,3 +51,18 @@ def test_variant_specs_and_overrides_are_checked():
     step_timing.with_overrides(_tiny(), "ebt", {"sampler.nope": 1})
   config = step_timing.with_overrides(_tiny(), "ebt", {"sampler.train_steps": 2})
   assert config.sampler.train_steps == 2 and lift.get_config().sampler.train_steps == 6
+
+
+def test_every_module_imports_beside_every_other():
+  """pytest imports every test module into one process, so every ebt_jax module (CLIs and benchmarks
+  included) must import beside every other: a benchmark defining ``--out`` at import beside ``ebt_jax.compare``
+  raised DuplicateFlagError and failed CI. Fresh interpreter: this process's flags are already taken."""
+  code = ("import importlib, pkgutil, ebt_jax\n"
+          "names = [m.name for m in pkgutil.walk_packages(ebt_jax.__path__, 'ebt_jax.')]\n"
+          "for name in names:\n"
+          "  importlib.import_module(name)\n"
+          "print(len(names))\n")
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert int(done.stdout.split()[-1]) > 40  # the walk saw the package, not an empty path

@@ -23,20 +23,24 @@ from ebt_jax.envs import robosuite_env
 from ebt_jax.evaluation.episodes import wilson_ci95
 from ebt_jax.tasks import styles
 
-_TASKS = flags.DEFINE_list("tasks", ["lift"], f"Tasks to run, of {list(tasks.COLLECTABLE)}.")
-_STYLES = flags.DEFINE_list("styles", sorted(styles.STYLES), "Styles to run.")
-_EPISODES = flags.DEFINE_integer("num_episodes", 20, "Episodes per style.")
-_SEED = flags.DEFINE_integer("seed", 0, "Collection seed (episode k resets with seed * 1e6 + k).")
-_NOISE = flags.DEFINE_float("action_noise", 0.0, "DART noise std on executed position actions.")
-_OUT = flags.DEFINE_string("out", "", "Optional JSON output path.")
-cli.at_least("num_episodes", 1)
-cli.at_least("seed", 0)
-cli.at_least("action_noise", 0)
-cli.output_file("out")
-flags.register_validator("styles", lambda names: bool(names) and all(n in styles.STYLES for n in names),
-                         f"each of --styles must be one of {sorted(styles.STYLES)}")
-flags.register_validator("tasks", lambda names: bool(names) and all(n in tasks.COLLECTABLE for n in names),
-                         f"each of --tasks must be one of {list(tasks.COLLECTABLE)} (a task with a scripted expert)")
+def define_flags():
+  """Defines this benchmark's flags (called under ``__main__`` only, so that importing the module beside
+  other command-line modules, as the test suite does, defines nothing)."""
+  global _TASKS, _STYLES, _EPISODES, _SEED, _NOISE, _OUT
+  _TASKS = flags.DEFINE_list("tasks", ["lift"], f"Tasks to run, of {list(tasks.COLLECTABLE)}.")
+  _STYLES = flags.DEFINE_list("styles", sorted(styles.STYLES), "Styles to run.")
+  _EPISODES = flags.DEFINE_integer("num_episodes", 20, "Episodes per style.")
+  _SEED = flags.DEFINE_integer("seed", 0, "Collection seed (episode k resets with seed * 1e6 + k).")
+  _NOISE = flags.DEFINE_float("action_noise", 0.0, "DART noise std on executed position actions.")
+  _OUT = flags.DEFINE_string("out", "", "Optional JSON output path.")
+  cli.at_least("num_episodes", 1)
+  cli.at_least("seed", 0)
+  cli.at_least("action_noise", 0)
+  cli.output_file("out")
+  flags.register_validator("styles", lambda names: bool(names) and all(n in styles.STYLES for n in names),
+                           f"each of --styles must be one of {sorted(styles.STYLES)}")
+  flags.register_validator("tasks", lambda names: bool(names) and all(n in tasks.COLLECTABLE for n in names),
+                           f"each of --tasks must be one of {list(tasks.COLLECTABLE)} (a task with a scripted expert)")
 
 
 def style_stats(env, style: str, num_episodes: int, seed: int, action_noise: float, horizon: int = 400,
@@ -85,4 +89,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

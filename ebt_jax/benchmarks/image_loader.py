@@ -26,18 +26,22 @@ from ebt_jax.data import datasets, loader
 from ebt_jax.data.windows import WindowDataset
 from ebt_jax.training.trainer import fit_normalizer
 
-_DATA = flags.DEFINE_string("data", None, "Image dataset (robomimic .hdf5 with obs/<camera>_image, or a Zarr buffer).",
-                            required=True)
-_IMAGE_KEYS = flags.DEFINE_list("image_keys", ["agentview_image", "robot0_eye_in_hand_image"], "Camera keys.")
-_OBS_KEYS = flags.DEFINE_list("obs_keys", ["object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"],
-                              "Low-dim keys.")
-_DERIVED = flags.DEFINE_string("derived_obs", "", "config.data.derived_obs (Push-T: pusht).")
-_STORAGES = flags.DEFINE_list("storages", ["ram", "file"], "Frame storages to time (file: HDF5 only).")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Windows per batch.")
-_STEPS = flags.DEFINE_integer("steps", 40, "Batches timed per setting.")
-_THREADS = flags.DEFINE_integer("threads", 2, "Loader threads.")
-_STEP_MS = flags.DEFINE_float("step_ms", 250.0, "Stand-in train step (ms) for the prefetch measurement.")
-_OUT = flags.DEFINE_string("out", "", "Also write the JSON here.")
+def define_flags():
+  """Defines this benchmark's flags (called under ``__main__`` only, so that importing the module beside
+  other command-line modules, as the test suite does, defines nothing)."""
+  global _DATA, _IMAGE_KEYS, _OBS_KEYS, _DERIVED, _STORAGES, _BATCH, _STEPS, _THREADS, _STEP_MS, _OUT
+  _DATA = flags.DEFINE_string("data", None, "Image dataset (robomimic .hdf5 with obs/<camera>_image, or a Zarr buffer).",
+                              required=True)
+  _IMAGE_KEYS = flags.DEFINE_list("image_keys", ["agentview_image", "robot0_eye_in_hand_image"], "Camera keys.")
+  _OBS_KEYS = flags.DEFINE_list("obs_keys", ["object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"],
+                                "Low-dim keys.")
+  _DERIVED = flags.DEFINE_string("derived_obs", "", "config.data.derived_obs (Push-T: pusht).")
+  _STORAGES = flags.DEFINE_list("storages", ["ram", "file"], "Frame storages to time (file: HDF5 only).")
+  _BATCH = flags.DEFINE_integer("batch_size", 64, "Windows per batch.")
+  _STEPS = flags.DEFINE_integer("steps", 40, "Batches timed per setting.")
+  _THREADS = flags.DEFINE_integer("threads", 2, "Loader threads.")
+  _STEP_MS = flags.DEFINE_float("step_ms", 250.0, "Stand-in train step (ms) for the prefetch measurement.")
+  _OUT = flags.DEFINE_string("out", "", "Also write the JSON here.")
 
 
 def measure(demos, storage: str, batch_size: int, steps: int, threads: int, step_ms: float) -> dict:
@@ -77,6 +81,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.at_least("batch_size", 1)
   cli.at_least("steps", 2)
   cli.run(main)

@@ -33,25 +33,29 @@ from ebt_jax.errors import ConfigError
 from ebt_jax.evaluation.policy import Policy
 from ebt_jax.training import checkpoint
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/lift.py", "Run config whose model both policies use.")
-_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "256"], "Decisions per call (parallel environments).")
-_EBT = flags.DEFINE_list("ebt_inference", ["mcmc-1", "mcmc-2", "mcmc-4", "mcmc-20"], "EBT inference labels.")
-_DP = flags.DEFINE_list("diffusion_inference", ["ddim-10", "ddpm-100"], "Diffusion Policy inference labels.")
-_RUNS = flags.DEFINE_integer("runs", 20, "Timed calls per setting (median reported).")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed calls after compilation.")
-_OBS_DIM = flags.DEFINE_integer("obs_dim", 19, "Observation width without a workdir (Lift low-dim: 19).")
-_ACTION_DIM = flags.DEFINE_integer("action_dim", 7, "Action width without a workdir (Lift OSC_POSE: 7).")
-_EBT_WORKDIR = flags.DEFINE_string("ebt_workdir", "", "Time this trained EBT run instead of random parameters.")
-_DP_WORKDIR = flags.DEFINE_string("diffusion_workdir", "", "Time this trained diffusion run instead.")
-_OUT = flags.DEFINE_string("out", "", "Write the results as JSON here.")
-cli.ints_at_least("batch_sizes", 1)
-cli.at_least("runs", 1)
-cli.at_least("warmup", 0)
-cli.at_least("obs_dim", 1)
-cli.at_least("action_dim", 1)
-cli.existing_path("ebt_workdir")
-cli.existing_path("diffusion_workdir")
-cli.output_file("out")
+def define_flags():
+  """Defines this benchmark's flags (called under ``__main__`` only, so that importing the module beside
+  other command-line modules, as the test suite does, defines nothing)."""
+  global _CONFIG, _BATCH_SIZES, _EBT, _DP, _RUNS, _WARMUP, _OBS_DIM, _ACTION_DIM, _EBT_WORKDIR, _DP_WORKDIR, _OUT
+  _CONFIG = config_flags.DEFINE_config_file("config", "configs/lift.py", "Run config whose model both policies use.")
+  _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "256"], "Decisions per call (parallel environments).")
+  _EBT = flags.DEFINE_list("ebt_inference", ["mcmc-1", "mcmc-2", "mcmc-4", "mcmc-20"], "EBT inference labels.")
+  _DP = flags.DEFINE_list("diffusion_inference", ["ddim-10", "ddpm-100"], "Diffusion Policy inference labels.")
+  _RUNS = flags.DEFINE_integer("runs", 20, "Timed calls per setting (median reported).")
+  _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed calls after compilation.")
+  _OBS_DIM = flags.DEFINE_integer("obs_dim", 19, "Observation width without a workdir (Lift low-dim: 19).")
+  _ACTION_DIM = flags.DEFINE_integer("action_dim", 7, "Action width without a workdir (Lift OSC_POSE: 7).")
+  _EBT_WORKDIR = flags.DEFINE_string("ebt_workdir", "", "Time this trained EBT run instead of random parameters.")
+  _DP_WORKDIR = flags.DEFINE_string("diffusion_workdir", "", "Time this trained diffusion run instead.")
+  _OUT = flags.DEFINE_string("out", "", "Write the results as JSON here.")
+  cli.ints_at_least("batch_sizes", 1)
+  cli.at_least("runs", 1)
+  cli.at_least("warmup", 0)
+  cli.at_least("obs_dim", 1)
+  cli.at_least("action_dim", 1)
+  cli.existing_path("ebt_workdir")
+  cli.existing_path("diffusion_workdir")
+  cli.output_file("out")
 
 
 def random_policy(config, policy: str, obs_dim: int, action_dim: int, seed: int = 0) -> Policy:
@@ -159,4 +163,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

@@ -33,18 +33,22 @@ from ebt_jax.envs import lift_mjcf, mjx_lift, robosuite_env
 from ebt_jax.evaluation import episodes, mjx_eval, robosuite_eval
 from ebt_jax.training import checkpoint
 
-_WORKDIR = flags.DEFINE_string("workdir", "workdir/lift", "Trained run (checkpoints/) for the evaluation timing.")
-_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "64", "512"], "MJX batch sizes N for throughput.")
-_MJX_STEPS = flags.DEFINE_integer("mjx_steps", 5, "Control steps per timed MJX call.")
-_ROBOSUITE_STEPS = flags.DEFINE_integer("robosuite_steps", 400, "Timed robosuite control steps.")
-_EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 50, "Episodes of the timed evaluation (0: skip).")
-_HORIZON = flags.DEFINE_integer("horizon", 400, "Max control steps per evaluation episode.")
-_EVAL_SEED = flags.DEFINE_integer("eval_seed", 1_000_000_000, "Episode k resets with eval_seed + k.")
-_OUT = flags.DEFINE_string("out", None, "JSON output path.")
-cli.ints_at_least("batch_sizes", 1)
-for _name, _low in (("mjx_steps", 1), ("robosuite_steps", 1), ("eval_episodes", 0), ("horizon", 1), ("eval_seed", 0)):
-  cli.at_least(_name, _low)
-cli.output_file("out")
+def define_flags():
+  """Defines this benchmark's flags (called under ``__main__`` only, so that importing the module beside
+  other command-line modules, as the test suite does, defines nothing)."""
+  global _WORKDIR, _BATCH_SIZES, _MJX_STEPS, _ROBOSUITE_STEPS, _EVAL_EPISODES, _HORIZON, _EVAL_SEED, _OUT
+  _WORKDIR = flags.DEFINE_string("workdir", "workdir/lift", "Trained run (checkpoints/) for the evaluation timing.")
+  _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "64", "512"], "MJX batch sizes N for throughput.")
+  _MJX_STEPS = flags.DEFINE_integer("mjx_steps", 5, "Control steps per timed MJX call.")
+  _ROBOSUITE_STEPS = flags.DEFINE_integer("robosuite_steps", 400, "Timed robosuite control steps.")
+  _EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 50, "Episodes of the timed evaluation (0: skip).")
+  _HORIZON = flags.DEFINE_integer("horizon", 400, "Max control steps per evaluation episode.")
+  _EVAL_SEED = flags.DEFINE_integer("eval_seed", 1_000_000_000, "Episode k resets with eval_seed + k.")
+  _OUT = flags.DEFINE_string("out", None, "JSON output path.")
+  cli.ints_at_least("batch_sizes", 1)
+  for _name, _low in (("mjx_steps", 1), ("robosuite_steps", 1), ("eval_episodes", 0), ("horizon", 1), ("eval_seed", 0)):
+    cli.at_least(_name, _low)
+  cli.output_file("out")
 
 
 def robosuite_throughput(env, num_steps: int, seed: int = 0) -> dict:
@@ -141,4 +145,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

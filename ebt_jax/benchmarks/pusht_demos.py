@@ -22,14 +22,18 @@ from ebt_jax import cli, jsonio
 from ebt_jax.data import zarr_replay
 from ebt_jax.envs import pusht
 
-_DATA = flags.DEFINE_string("data", None, "Diffusion-Policy Push-T replay buffer (.zarr directory).", required=True)
-_OUT = flags.DEFINE_string("out", "", "Optional JSON file for the per-episode numbers.")
-_SEED = flags.DEFINE_integer("seed", 100_000, "First protocol seed, for the do-nothing baseline.")
-_EPISODES = flags.DEFINE_integer("num_episodes", 50, "Protocol episodes, for the do-nothing baseline.")
-cli.existing_path("data")
-cli.output_file("out")
-cli.at_least("seed", 0)
-cli.at_least("num_episodes", 1)
+def define_flags():
+  """Defines this benchmark's flags (called under ``__main__`` only, so that importing the module beside
+  other command-line modules, as the test suite does, defines nothing)."""
+  global _DATA, _OUT, _SEED, _EPISODES
+  _DATA = flags.DEFINE_string("data", None, "Diffusion-Policy Push-T replay buffer (.zarr directory).", required=True)
+  _OUT = flags.DEFINE_string("out", "", "Optional JSON file for the per-episode numbers.")
+  _SEED = flags.DEFINE_integer("seed", 100_000, "First protocol seed, for the do-nothing baseline.")
+  _EPISODES = flags.DEFINE_integer("num_episodes", 50, "Protocol episodes, for the do-nothing baseline.")
+  cli.existing_path("data")
+  cli.output_file("out")
+  cli.at_least("seed", 0)
+  cli.at_least("num_episodes", 1)
 
 
 def initial_coverage(seeds) -> np.ndarray:
@@ -85,4 +89,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

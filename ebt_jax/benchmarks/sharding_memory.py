@@ -28,21 +28,6 @@ from ebt_jax.errors import ConfigError
 from ebt_jax.training import sharding
 from ebt_jax.training.train_step import init_train_state, make_optimizer
 
-_CONFIG = flags.DEFINE_string("config_file", "configs/lift.py", "Config file whose get_config(variant) builds each "
-                              "model (not --config: the module is imported beside ebt_jax.main, whose flag that is).")
-_VARIANTS = flags.DEFINE_list("variants", ["paper", "paper_image"], "Config variants to report.")
-_WIDE = flags.DEFINE_integer("wide_factor", 10, "Also report the 'paper' variant with model.width times this "
-                             "(0: not).")
-_NUM_DEVICES = flags.DEFINE_list("num_devices", ["8", "256"], "Device counts N (even): meshes (N,1), (N/2,2), (1,N).")
-_MIN_SIZE = flags.DEFINE_integer("min_size", 0, "Leaves with fewer elements stay replicated (0: the config's "
-                                 "train.fsdp_min_size).")
-_OUT = flags.DEFINE_string("out", "", "Write the results as JSON here.")
-cli.ints_at_least("num_devices", 2)
-cli.at_least("wide_factor", 0)
-cli.at_least("min_size", 0)
-cli.existing_path("config_file")
-cli.output_file("out")
-
 PARTS = ("params", "ema_params", "opt_state")
 
 
@@ -97,17 +82,18 @@ def model_report(name: str, config, device_counts: list[int], min_size: int) -> 
 
 def main(argv):
   del argv  # cli.run refuses positional arguments
-  device_counts = [int(n) for n in _NUM_DEVICES.value]
+  f = flags.FLAGS
+  device_counts = [int(n) for n in f.num_devices]
   for n in device_counts:
     meshes(n)  # refuses odd counts before any model is built
-  models = [(v, step_timing.load_config(_CONFIG.value, v)) for v in _VARIANTS.value]
-  if _WIDE.value:
-    wide = step_timing.load_config(_CONFIG.value, "paper")
-    wide.model.width *= _WIDE.value
-    models.append((f"paper_width_x{_WIDE.value}", wide))
+  models = [(v, step_timing.load_config(f.config_file, v)) for v in f.variants]
+  if f.wide_factor:
+    wide = step_timing.load_config(f.config_file, "paper")
+    wide.model.width *= f.wide_factor
+    models.append((f"paper_width_x{f.wide_factor}", wide))
   reports = []
   for name, config in models:
-    min_size = _MIN_SIZE.value or config.train.get("fsdp_min_size", sharding.MIN_SHARD_SIZE)
+    min_size = f.min_size or config.train.get("fsdp_min_size", sharding.MIN_SHARD_SIZE)
     reports.append(model_report(name, config, device_counts, min_size))
   mib = lambda b: b / 2**20
   print("\nTrain state bytes per device (params + EMA params + AdamW mu/nu; jax.eval_shape + the FSDP rule, "
@@ -120,9 +106,22 @@ def main(argv):
       print(f"{r['model']:<18} {r['num_params']:>11,} {row['num_devices']:>4} {mesh:>10} {mib(row['params']):>11.2f} "
             f"{mib(row['ema_params']):>9.2f} {mib(row['opt_state']):>9.2f} {mib(row['total']):>10.2f} "
             f"{row['fraction_of_replicated']:>8.3f}")
-  if _OUT.value:
-    jsonio.write(_OUT.value, {"device": device_description(), "config": _CONFIG.value, "models": reports})
+  if f.out:
+    jsonio.write(f.out, {"device": device_description(), "config": f.config_file, "models": reports})
 
 
 if __name__ == "__main__":
+  # Flags are defined here, not at import, so that tests can import this module beside other CLIs (--out).
+  flags.DEFINE_string("config_file", "configs/lift.py", "Config file whose get_config(variant) builds each model.")
+  flags.DEFINE_list("variants", ["paper", "paper_image"], "Config variants to report.")
+  flags.DEFINE_integer("wide_factor", 10, "Also report the 'paper' variant with model.width times this (0: not).")
+  flags.DEFINE_list("num_devices", ["8", "256"], "Device counts N (even): meshes (N,1), (N/2,2), (1,N).")
+  flags.DEFINE_integer("min_size", 0, "Leaves with fewer elements stay replicated (0: the config's "
+                       "train.fsdp_min_size).")
+  flags.DEFINE_string("out", "", "Write the results as JSON here.")
+  cli.ints_at_least("num_devices", 2)
+  cli.at_least("wide_factor", 0)
+  cli.at_least("min_size", 0)
+  cli.existing_path("config_file")
+  cli.output_file("out")
   cli.run(main)

@@ -36,27 +36,31 @@ from ebt_jax.benchmarks.common import device_description
 from ebt_jax.errors import ConfigError
 from ebt_jax.training import trainer
 
-_CONFIG = flags.DEFINE_string("config", "configs/lift.py", "Config file whose get_config(size) builds each size.")
-_SIZES = flags.DEFINE_list("sizes", ["cpu"], "Config variants to time (configs/lift.py: cpu, paper).")
-_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["64", "256"], "Global batch sizes.")
-_POLICIES = flags.DEFINE_list("policies", ["diffusion", "ebt"], "Policies to time with the config's settings.")
-_VARIANTS = flags.DEFINE_multi_string(
-    "variant", ["no_remat:sampler.remat_train_steps=False", "truncated:sampler.truncate_chain=True",
-                "detach_step_scale:sampler.detach_step_scale=True",
-                "steps_2_3:sampler.train_steps=2,sampler.train_extra_steps=1"],
-    "EBT variants, NAME:FIELD=VALUE[,FIELD=VALUE...] (config overrides; values as Python literals).")
-_RUNS = flags.DEFINE_integer("runs", 10, "Timed calls per setting (median reported).")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls after compilation.")
-_BREAKDOWN = flags.DEFINE_boolean("breakdown", True, "Also time host input, loss forward and backward parts.")
-_NUM_CPU_DEVICES = flags.DEFINE_integer("num_cpu_devices", 0, "CPU devices to split the host into "
-                                        "(0: the config's train.num_cpu_devices); ignored on GPU / TPU.")
-_OUT = flags.DEFINE_string("out", "", "Write the results as JSON here.")
-cli.ints_at_least("batch_sizes", 1)
-cli.at_least("runs", 1)
-cli.at_least("warmup", 0)
-cli.at_least("num_cpu_devices", 0)
-cli.existing_path("config")
-cli.output_file("out")
+def define_flags():
+  """Defines this benchmark's flags (called under ``__main__`` only, so that importing the module beside
+  other command-line modules, as the test suite does, defines nothing)."""
+  global _CONFIG, _SIZES, _BATCH_SIZES, _POLICIES, _VARIANTS, _RUNS, _WARMUP, _BREAKDOWN, _NUM_CPU_DEVICES, _OUT
+  _CONFIG = flags.DEFINE_string("config", "configs/lift.py", "Config file whose get_config(size) builds each size.")
+  _SIZES = flags.DEFINE_list("sizes", ["cpu"], "Config variants to time (configs/lift.py: cpu, paper).")
+  _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["64", "256"], "Global batch sizes.")
+  _POLICIES = flags.DEFINE_list("policies", ["diffusion", "ebt"], "Policies to time with the config's settings.")
+  _VARIANTS = flags.DEFINE_multi_string(
+      "variant", ["no_remat:sampler.remat_train_steps=False", "truncated:sampler.truncate_chain=True",
+                  "detach_step_scale:sampler.detach_step_scale=True",
+                  "steps_2_3:sampler.train_steps=2,sampler.train_extra_steps=1"],
+      "EBT variants, NAME:FIELD=VALUE[,FIELD=VALUE...] (config overrides; values as Python literals).")
+  _RUNS = flags.DEFINE_integer("runs", 10, "Timed calls per setting (median reported).")
+  _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls after compilation.")
+  _BREAKDOWN = flags.DEFINE_boolean("breakdown", True, "Also time host input, loss forward and backward parts.")
+  _NUM_CPU_DEVICES = flags.DEFINE_integer("num_cpu_devices", 0, "CPU devices to split the host into "
+                                          "(0: the config's train.num_cpu_devices); ignored on GPU / TPU.")
+  _OUT = flags.DEFINE_string("out", "", "Write the results as JSON here.")
+  cli.ints_at_least("batch_sizes", 1)
+  cli.at_least("runs", 1)
+  cli.at_least("warmup", 0)
+  cli.at_least("num_cpu_devices", 0)
+  cli.existing_path("config")
+  cli.output_file("out")
 
 
 def main(argv):
@@ -104,4 +108,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)
