@@ -36,14 +36,13 @@ from ebt_jax.data.robomimic_hdf5 import read_step
 from ebt_jax.tasks import styles
 from ebt_jax.training import sharding
 from ebt_jax.errors import ConfigError, DatasetError
+from ebt_jax.evaluation.backends import EVAL_BACKENDS, MJX_INITIAL_STATES
 from ebt_jax.policies import POLICIES
 from ebt_jax.policies.base import parse_inference
 from ebt_jax.models.backbone import OBS_POS_EMBS
 from ebt_jax.samplers.mcmc import INFERENCE_ENERGIES, PRESAMPLE_NORMS, TRAIN_STEPS_DRAWS
 
-EVAL_BACKENDS = ("robosuite", "mjx", "gym_pusht")
 SIM_BACKENDS = ("robosuite", "mjx")  # evaluate in the env described by the dataset's env_args
-MJX_INITIAL_STATES = ("robosuite", "sampled")
 # data.builtin: what an empty data.path means ("" = nothing): a task's scripted demos (tasks.BUILTIN).
 BUILTIN_DATASETS = ("", *tasks.BUILTIN)
 DIFFUSION_SAMPLERS = ("ddpm", "ddim")
