@@ -214,6 +214,11 @@ def define_flags() -> None:
   cli.output_file("out")
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+  """The `ebt-collect` console script (pyproject.toml): the same as `python -m ebt_jax.collect`."""
   define_flags()
   cli.run(main)
+
+
+if __name__ == "__main__":
+  console_main()

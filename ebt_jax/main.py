@@ -235,5 +235,10 @@ def main(argv):
     logging.warning("%s", e)
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+  """The `ebt-train` console script (pyproject.toml): the same as `python -m ebt_jax.main`."""
   cli.run(main)
+
+
+if __name__ == "__main__":
+  console_main()
