@@ -1,4 +1,16 @@
-"""Vectorised MJX evaluation (masking, records, eval.json fields) and the batched MJX demo collector."""
+"""Vectorised MJX evaluation (masking, records, eval.json fields) and the batched MJX demo collector.
+
+Each test's cost is XLA compiling its one big jitted program (every one holds a whole MjxLift step:
+~45-65 s on the 2 loaded cores; tracing it another ~12 s), not running it. Hence:
+* the two evaluation tests compile with ``jax_disable_most_optimizations`` (``unoptimised_xla``: the
+  same programs, ~40 % less compile time, ~3x slower to run), and their tiny policies execute Ta = 2
+  actions per decision, so that their rollouts are 5 and 3 control steps. The collector keeps XLA's
+  defaults: its expert needs ~50 steps, whose slower execution would cost what the compile saves;
+* one robosuite Lift model from a seeded reset (``lift_model``) serves every test and the collector, so
+  the programs are the same in every run and JAX's persistent compilation cache (tests/conftest.py)
+  hits from the second run on (``lift_mjcf.default_model()`` exports a randomly reset env: a new cube
+  size is new constants in the programs, a cache miss every run).
+"""
 
 import dataclasses
 
@@ -12,23 +24,41 @@ from configs import lift
 from ebt_jax import collect, policies
 from ebt_jax.data.normalization import MinMax, Normalizer
 from ebt_jax.data.robomimic_hdf5 import read_demos
-from ebt_jax.envs import lift_mjcf, mjx_lift
+from ebt_jax.envs import lift_mjcf, mjx_lift, robosuite_env
 from ebt_jax.evaluation import episodes, mjx_eval
 from ebt_jax.evaluation.policy import Policy
 
 OBS_KEYS = ("object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
 OBS_DIMS = (10, 3, 4, 2)
+TA = 2  # actions per decision of the tiny policies (lift's config: 8); fewer control steps per rollout
+
+
+@pytest.fixture
+def unoptimised_xla():
+  """XLA without LLVM optimisation for the programs compiled in the test (restored afterwards)."""
+  old = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)
 
 
 @pytest.fixture(scope="module")
-def env():
-  return mjx_lift.MjxLift.create()
+def lift_model():
+  rs_env = lift_mjcf.robosuite_lift_env()
+  robosuite_env.reset(rs_env, 0)
+  return lift_mjcf.build(rs_env)
+
+
+@pytest.fixture(scope="module")
+def env(lift_model):
+  return mjx_lift.MjxLift.create(lift_model)
 
 
 def _tiny_policy(policy="ebt"):
   config = lift.get_config()
   config.policy = policy
   config.model.width, config.model.num_layers, config.model.num_obs_layers = 16, 1, 1
+  config.horizon.action = TA
   model = policies.make(config, obs_dim=sum(OBS_DIMS), action_dim=7)
   obs_dim = sum(OBS_DIMS)
   normalizer = Normalizer(obs=MinMax(-np.ones(obs_dim, np.float32), np.ones(obs_dim, np.float32)),
@@ -37,15 +67,28 @@ def _tiny_policy(policy="ebt"):
   return Policy.from_config(config, model, model.init(jax.random.PRNGKey(0)), normalizer)
 
 
-def test_vectorised_eval_masks_finished_episodes_and_writes_eval_json_fields(env):
-  policy = _tiny_policy()
-  qpos, half = jax.vmap(env.sample_initial_qpos)(jax.random.split(jax.random.PRNGKey(1), 2))
+@pytest.fixture(scope="module")
+def ebt_policy():
+  return _tiny_policy()
+
+
+@pytest.fixture(scope="module")
+def two_initial_states(env):
+  """(qpos [2, 16], cube_half_size [2, 3]) from robosuite Lift's reset distribution."""
+  return jax.jit(jax.vmap(env.sample_initial_qpos))(jax.random.split(jax.random.PRNGKey(1), 2))
+
+
+def test_vectorised_eval_masks_finished_episodes_and_writes_eval_json_fields(env, ebt_policy, two_initial_states,
+                                                                            unoptimised_xla):
+  policy = ebt_policy
+  assert policy.action_horizon == TA
+  qpos, half = two_initial_states
   qpos = np.array(qpos)
   qpos[0, 11] = 0.95  # episode 0: cube starts 15 cm above the table -> success at the first step
   # Three episodes in batches of two: the second batch is padded (and the padding dropped) without
   # recompiling the rollout.
   initial = mjx_eval.InitialStates(qpos[[0, 1, 1]], np.asarray(half)[[0, 1, 1]], np.array([7, 8, 9]))
-  horizon = 20  # 3 decisions of Ta = 8 (the last one cut at step 20)
+  horizon = 5  # 3 decisions of Ta = 2 (the last one cut at step 5)
   evaluator = mjx_eval.MjxEvaluator(policy, horizon, env=env)
   out = jax.device_get(evaluator.rollout("mcmc")(policy.params, jnp.asarray(qpos), jnp.asarray(half),
                                          jax.random.PRNGKey(0), jnp.int32(2)))
@@ -61,24 +104,25 @@ def test_vectorised_eval_masks_finished_episodes_and_writes_eval_json_fields(env
   records = summary["episodes"]
   assert [e["seed"] for e in records] == [7, 8, 9] and [e["length"] for e in records] == [1, horizon, horizon]
   assert len(records[0]["energy"]) == 1 and len(records[1]["sampler_steps"]) == 3
+  assert evaluator.rollout("mcmc")._cache_size() == 1  # the padded batch reused the compiled rollout
 
 
-def test_vectorised_eval_of_the_diffusion_policy(env):
+def test_vectorised_eval_of_the_diffusion_policy(env, two_initial_states, unoptimised_xla):
   """The diffusion baseline goes through the same jitted rollout: no energy, K denoising steps per decision."""
   policy = _tiny_policy("diffusion")
-  qpos, half = jax.vmap(env.sample_initial_qpos)(jax.random.split(jax.random.PRNGKey(1), 2))
+  qpos, half = two_initial_states
   initial = mjx_eval.InitialStates(np.asarray(qpos), np.asarray(half), np.array([3, 4]))
-  evaluator = mjx_eval.MjxEvaluator(policy, horizon=10, env=env)
+  evaluator = mjx_eval.MjxEvaluator(policy, horizon=TA + 1, env=env)
   for label in ("ddim-3", "ddim-10"):  # one compilation for both step counts
     summary = evaluator.evaluate(initial, jax.random.PRNGKey(0), label)
     assert summary["mean_sampler_steps"] == int(label.split("-")[1]) and summary["mean_final_energy"] is None
-    assert [len(e["sampler_steps"]) for e in summary["episodes"]] == [2, 2]  # decisions at steps 0 and 8
+    assert [len(e["sampler_steps"]) for e in summary["episodes"]] == [2, 2]  # decisions at steps 0 and Ta
     assert all("energy" not in e for e in summary["episodes"])
   assert evaluator.rollout("ddim")._cache_size() == 1
 
 
-def test_vectorised_eval_rejects_observation_key_the_env_lacks(env):
-  policy = _tiny_policy()
+def test_vectorised_eval_rejects_observation_key_the_env_lacks(env, ebt_policy):
+  policy = ebt_policy
   bad = Normalizer(obs=policy.normalizer.obs, actions=policy.normalizer.actions,
                    obs_keys=("object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_pos"), obs_key_dims=OBS_DIMS)
   policy = dataclasses.replace(policy, normalizer=bad)
@@ -88,7 +132,9 @@ def test_vectorised_eval_rejects_observation_key_the_env_lacks(env):
     rollout(policy.params, qpos[None], half[None], jax.random.PRNGKey(0), jnp.int32(2))
 
 
-def test_mjx_collector_writes_successful_robomimic_demos(tmp_path):
+def test_mjx_collector_writes_successful_robomimic_demos(tmp_path, monkeypatch, lift_model):
+  # The collector builds its own env from lift_mjcf.default_model(): the module's seeded model instead.
+  monkeypatch.setattr(lift_mjcf, "default_model", lambda: lift_model)
   path = str(tmp_path / "lift_mjx.hdf5")
   collect.collect("lift", 2, path, seed=0, horizon=120, backend="mjx", batch_size=2)
   demos = read_demos(path, OBS_KEYS)
