@@ -49,6 +49,10 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   c.data.derived_obs = "pusht"  # observations from data/state, as gym-pusht computes them
   c.data.action_key = "action"
   c.data.filter_key = ""
+  c.data.valid_filter_key = ""  # Zarr buffers have no masks: hold out episodes with valid_fraction
+  # Share of whole episodes held out for the validation loss (valid_loss in metrics.jsonl), drawn by a
+  # seeded permutation of the episode indices, the same for every run (0.1: 21 of the 206); 0 = none.
+  c.data.valid_fraction = 0.0
   c.data.normalize_actions = True
   c.data.normalize_obs = True
   c.data.image_keys = ()  # ("img",): the buffer's 96x96 frames (the image variants)
@@ -76,6 +80,10 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   c.eval.use_ema = True
   c.eval.every_steps = 500  # also evaluate (default inference) every this many training steps; 0 = off
   c.eval.plot_episodes = 4  # episodes per column in energy_vs_step.png
+  # Rollout videos of the final evaluation: the first video_episodes episodes of each inference label ->
+  # <workdir>/videos/<label>/episode_<k>_<success|failure>.mp4 (gym-pusht's own render + the energy trace).
+  c.eval.video_episodes = 2
+  c.eval.video_size = (256, 256)  # (height, width) px
   c.eval.best_metric = "mean_max_coverage"  # what best_over_training and checkpoints/best rank by
 
   if size == "paper":

@@ -95,6 +95,11 @@ def get_config(task: str = "lift", variant: str = "cpu") -> ml_collections.Confi
   c.data.builtin = tasks.builtin_dataset(task)
   c.data.obs_keys = ("object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
   c.data.filter_key = ""  # e.g. "train" to use mask/train; empty = every demo
+  # Validation loss (valid_loss in metrics.jsonl, loss_vs_step.png): the demos of mask/<valid_filter_key>
+  # (e.g. "valid"; the built-in demos have mask/valid, 10 %) are held out of training; "" = none. Or
+  # valid_fraction: a share of whole demos held out by a seeded permutation (not with valid_filter_key).
+  c.data.valid_filter_key = ""
+  c.data.valid_fraction = 0.0
   c.data.cache_dir = ""  # default: $EBT_JAX_CACHE or ~/.cache/ebt_jax
   c.data.num_demos = 200  # built-in demos: scripted-expert episodes (successes only)
   c.data.collect_seed = 0  # demo k is reset with seed collect_seed * 1_000_000 + k
@@ -200,6 +205,9 @@ def get_config(task: str = "lift", variant: str = "cpu") -> ml_collections.Confi
   c.train.fsdp_min_size = 2**16  # smaller leaves (biases, norm scales) stay replicated
   c.train.loader_threads = 2  # grain threads computing batches ahead (ebt_jax/data/loader.py); 0 = none
   c.train.prefetch_batches = 4
+  # Weights & Biases (ebt_jax/training/writers.py): "disabled", "offline" (files in <workdir>/wandb, `wandb sync`
+  # later) or "online"; needs `pip install -r requirements-wandb.txt`. TensorBoard events are always written.
+  c.train.wandb = "disabled"
 
   # Evaluation (ebt_jax/evaluation/): robosuite (one episode at a time, CPU) or MJX (all episodes in
   # one jitted scan; fast on GPU/TPU). Both write the same eval.json.
@@ -217,6 +225,12 @@ def get_config(task: str = "lift", variant: str = "cpu") -> ml_collections.Confi
   c.eval.use_ema = True
   c.eval.every_steps = 0  # also evaluate every this many training steps (eval_curve.jsonl); 0 = off
   c.eval.plot_episodes = 4  # episodes per column in energy_vs_step.png
+  # Rollout videos of the final evaluation (ebt_jax/evaluation/video.py): the first video_episodes episodes
+  # of each inference label -> <workdir>/videos/<label>/episode_<k>_<success|failure>.mp4, the camera
+  # frame with the energy trace beside it (0 = none; needs an offscreen GL context: MUJOCO_GL=egl / osmesa).
+  c.eval.video_episodes = 2
+  c.eval.video_camera = "agentview"  # robosuite camera (MJX: rendered afterwards in robosuite)
+  c.eval.video_size = (256, 256)  # (height, width) px of the camera frames
   # eval.json's best_over_training and checkpoints/best rank evaluations by this eval.json field.
   c.eval.best_metric = "success_rate"
 

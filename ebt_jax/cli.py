@@ -187,6 +187,20 @@ def guarded(main: Callable[[list[str]], object]) -> Callable[[list[str]], object
   return wrapped
 
 
+class QuietLibraries:
+  """absl log filter (``logging.get_absl_handler().addFilter(QuietLibraries())``): drops the INFO lines of
+  ``libraries`` (default orbax: several per checkpoint saved or restored; robosuite: its resets), keeps
+  their warnings and everything else."""
+
+  def __init__(self, libraries: Sequence[str] = ("orbax", "robosuite")):
+    self.libraries = tuple(libraries)
+
+  def filter(self, record) -> bool:
+    from absl import logging  # pylint: disable=g-import-not-at-top
+    noisy = any(f"{os.sep}{lib}{os.sep}" in record.pathname for lib in self.libraries)
+    return record.levelno > logging.converter.ABSL_TO_STANDARD[logging.INFO] or not noisy
+
+
 def run(main: Callable[[list[str]], object]) -> None:
   """``absl.app.run(main)`` with user errors as one paragraph and exit status 2 (module docstring)."""
   app.run(guarded(main), flags_parser=_parse_flags)

@@ -20,10 +20,9 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import tqdm
 from absl import flags, logging
 
-from ebt_jax import cli, paths
+from ebt_jax import cli, paths, progress
 from ebt_jax.data.robomimic_hdf5 import RawDemo, train_valid_masks, write_demos
 from ebt_jax import tasks
 from ebt_jax.envs import robosuite_env
@@ -151,7 +150,7 @@ def collect(task: str, num_demos: int, out: str, seed: int = 0, horizon: int | N
   expert = styles.StyledOperator(spec.expert, style)
   max_attempts = max_attempts or 2 * num_demos
   demos, attempt = [], 0
-  with tqdm.tqdm(total=num_demos, desc=f"collect {task}", unit="demo") as bar:
+  with progress.bar(num_demos, f"collect {task}", "demo") as bar:  # a terminal only
     while len(demos) < num_demos:
       if attempt >= max_attempts:
         raise RuntimeError(f"only {len(demos)} of {num_demos} {task} demos succeeded in {attempt} attempts")
@@ -159,7 +158,7 @@ def collect(task: str, num_demos: int, out: str, seed: int = 0, horizon: int | N
       attempt += 1
       if demo is not None:
         demos.append(demo)
-        bar.update(1)
+      progress.advance(bar, len(demos), episodes=attempt, success=f"{len(demos) / attempt:.0%}")
   write_demos(out, demos, env_args, train_valid_masks(num_demos))
   lengths = [len(d.actions) for d in demos]
   logging.info("wrote %d %s %s demos (%d/%d attempts succeeded, %.1f +- %.1f steps) to %s", num_demos, style,

@@ -8,14 +8,18 @@ r"""EBT-Policy (or the Diffusion Policy baseline) end to end: demonstrations -> 
 1. Dataset: ``config.data.path`` (a robomimic HDF5 file or a Diffusion-Policy Zarr replay buffer), or
    for Lift built-in scripted demos collected once into the cache (``ebt_jax.collect``).
 2. Training (``ebt_jax.training.trainer``), resuming from ``<workdir>/checkpoints`` if present; with
-   ``config.eval.every_steps`` also evaluations during training (``<workdir>/eval_curve.jsonl``).
+   ``config.eval.every_steps`` also evaluations during training (``<workdir>/eval_curve.jsonl``); with
+   held-out demos (``data.valid_filter_key`` / ``data.valid_fraction``) their ``valid_loss`` in
+   ``metrics.jsonl``; ``loss_vs_step.png`` (train and valid loss) when training ends.
 3. Evaluation of the EMA parameters (``config.eval.backend``: robosuite, mjx or gym_pusht) with the
    policy's default inference (EBT: ``mcmc-<sampler.max_steps>``; diffusion: ``diffusion.inference``) and
    each label of its sweep (EBT: ``eval.max_steps_sweep``; diffusion: ``diffusion.eval_sweep``); results in
    ``<workdir>/eval.json``, figures ``energy_vs_step.png`` (EBT) and, with a curve, ``coverage_vs_steps.png``.
    eval.json's ``success_rate`` is the final checkpoint's; ``best_over_training`` is the maximum of
    ``eval.best_metric`` over the evaluations during training and the final one (the paper's protocol),
-   whose checkpoint is kept in ``<workdir>/checkpoints/best``.
+   whose checkpoint is kept in ``<workdir>/checkpoints/best``. Rollout videos of the first
+   ``eval.video_episodes`` episodes of each label, the energy trace beside the frames:
+   ``<workdir>/videos/<label>/episode_<k>_<success|failure>.mp4`` (``evaluation.video``).
 
 Multi-host (``--distributed``; ``launch/tpu_pod.sh``, ``launch/slurm.sbatch``): every host runs this command
 on one shared workdir (a ``gs://`` URI or a shared filesystem); ``training.distributed`` starts JAX's
@@ -43,7 +47,7 @@ from ebt_jax.envs import pusht, robosuite_env
 from ebt_jax.errors import ConfigError
 from ebt_jax.evaluation import backends, plots
 from ebt_jax.evaluation.policy import Policy
-from ebt_jax.training import checkpoint, distributed, preemption, trainer, workdir as workdir_lib
+from ebt_jax.training import checkpoint, distributed, preemption, trainer, workdir as workdir_lib, writers
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/lift.py.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "", "Run directory (checkpoints, metrics, eval.json); "
@@ -63,6 +67,8 @@ _SKIP_EVAL = flags.DEFINE_bool("skip_eval", False, "Train only.")
 EVAL_FILE = "eval.json"
 ENERGY_PLOT = "energy_vs_step.png"
 CURVE_PLOT = "coverage_vs_steps.png"
+VIDEO_DIR = "videos"  # <workdir>/videos/<label>/episode_<k>_<success|failure>.mp4 (eval.video_episodes)
+LOSS_PLOT = "loss_vs_step.png"  # train loss and, with held-out demos, valid_loss vs step (metrics.jsonl)
 
 
 def dataset_path(config) -> str:
@@ -147,7 +153,9 @@ def run(config, workdir: str, skip_eval: bool = False) -> dict | None:
 
   Checks the config (``validation.check_config``: every field, the workdir, the batch over the devices)
   before anything else, holds the workdir's lock (``training.workdir``) for the whole job, and checks
-  what needs the demos (``validation.check_dataset``) right after reading them, before training.
+  what needs the demos (``validation.check_dataset``) right after reading them, before training. The
+  metrics and every evaluation also go to TensorBoard (``<workdir>/tensorboard``) and, with
+  ``train.wandb``, to wandb (``training.writers``; closed on every exit).
 
   Multi-process runs (``--distributed``): every host trains; the final evaluation runs on process 0 only,
   from a host copy of the parameters, while the other processes wait for it and return None.
@@ -160,11 +168,11 @@ def run(config, workdir: str, skip_eval: bool = False) -> dict | None:
   """
   validation.check_config(config, workdir, num_devices=jax.device_count())
   distributed.check_shared_workdir(workdir)
-  with workdir_lib.hold(workdir, lock=jax.process_index() == 0):
-    return _run(config, workdir, skip_eval)
+  with workdir_lib.hold(workdir, lock=jax.process_index() == 0), writers.open_run(config, workdir) as writer:
+    return _run(config, workdir, skip_eval, writer)
 
 
-def _run(config, workdir: str, skip_eval: bool) -> dict | None:
+def _run(config, workdir: str, skip_eval: bool, writer: writers.Writer) -> dict | None:
   t0 = time.time()
   path = dataset_path(config)
   demos = datasets.read_configured(config.data, path)
@@ -172,8 +180,11 @@ def _run(config, workdir: str, skip_eval: bool) -> dict | None:
                demos.num_samples, demos.obs_dim, demos.action_dim)
   validation.check_dataset(config, demos, skip_eval)
   model, state, normalizer = trainer.train(
-      config, workdir, demos, evaluate=None if skip_eval else _eval_during_training(config, demos.env_args))
+      config, workdir, demos, evaluate=None if skip_eval else _eval_during_training(config, demos.env_args),
+      writer=writer)
   t_train = time.time()
+  if distributed.on_process_zero():  # also with --skip_eval: the losses need no evaluation
+    plots.loss_vs_step(jsonio.read_lines(paths.path(workdir) / trainer.METRICS_FILE), paths.path(workdir) / LOSS_PLOT)
   if skip_eval:
     return None
   # Multi-host arrays span other hosts' devices: every process takes part in the copy, then only process 0
@@ -185,7 +196,9 @@ def _run(config, workdir: str, skip_eval: bool) -> dict | None:
     distributed.wait_for_all("ebt_jax_final_evaluation")
     return None
   policy = Policy.from_config(config, model, params, normalizer)
-  result = backends.evaluate_all(config, policy, demos.env_args)
+  result = backends.evaluate_all(config, policy, demos.env_args,  # also to TensorBoard / wandb (writers.py)
+                                 on_result=lambda label, summary: writer.evaluation(step, label, summary),
+                                 video_dir=str(paths.path(workdir) / VIDEO_DIR))  # the final evaluation only
   result.update(dataset=os.path.abspath(path), config=json.loads(config.to_json_best_effort()),
                 train_steps=step,
                 train_epochs=trainer.epochs(config, demos, step),
@@ -197,7 +210,7 @@ def _run(config, workdir: str, skip_eval: bool) -> dict | None:
     trainer.append_record(str(paths.path(workdir) / trainer.CURVE_FILE), {
         "step": int(state.step), "epoch": result["train_epochs"],
         **{k: v for k, v in result.items() if k not in ("episodes", "by_inference", "train_epochs", "best_over_training",
-                                                        "config")},
+                                                        "config", "videos")},
         f"max_{result['best_over_training']['metric']}_so_far": result["best_over_training"]["value"]})
   write_plots(config, workdir, result)
   summary = {k: v for k, v in result.items() if k not in ("episodes", "config")}

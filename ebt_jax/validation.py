@@ -34,7 +34,7 @@ from ebt_jax.data.datasets import DERIVED_OBS
 from ebt_jax.data.demos import Demos
 from ebt_jax.data.robomimic_hdf5 import read_step
 from ebt_jax.tasks import styles
-from ebt_jax.training import sharding
+from ebt_jax.training import sharding, writers
 from ebt_jax.errors import ConfigError, DatasetError
 from ebt_jax.evaluation.backends import EVAL_BACKENDS, MJX_INITIAL_STATES
 from ebt_jax.policies import POLICIES
@@ -150,6 +150,9 @@ FIELDS: tuple[Field, ...] = (
     Field("policy", _S, choices=tuple(POLICIES)),
     Field("data.builtin", _S, choices=BUILTIN_DATASETS),
     Field("data.filter_key", _S),
+    Field("data.valid_filter_key", _S, why=" (a robomimic mask of validation demos, e.g. 'valid'; '' = none)"),
+    Field("data.valid_fraction", _F, low=0, high=1, high_open=True,
+          why=" (the share of whole episodes held out for the validation loss; 0 = none)"),
     Field("data.derived_obs", _S, choices=tuple(DERIVED_OBS)),
     Field("data.action_key", _S),
     Field("data.num_demos", _I, low=1, when=_collects),
@@ -221,6 +224,7 @@ FIELDS: tuple[Field, ...] = (
     Field("train.fsdp_min_size", _I, low=1, why=" (elements; smaller state leaves stay replicated)"),
     Field("train.loader_threads", _I, low=0),
     Field("train.prefetch_batches", _I, low=1),
+    Field("train.wandb", _S, choices=writers.WANDB_MODES, why=" (Weights & Biases logging; TensorBoard always)"),
     Field("eval.backend", _S, choices=EVAL_BACKENDS),
     Field("eval.mjx_initial_states", _S, choices=MJX_INITIAL_STATES, when=_mjx_eval),
     Field("eval.mjx_batch_size", _I, low=0, when=_mjx_eval),
@@ -232,6 +236,9 @@ FIELDS: tuple[Field, ...] = (
     Field("eval.every_steps", _I, low=0),
     Field("eval.plot_episodes", _I, low=0),
     Field("eval.best_metric", _S, choices=BEST_METRICS),
+    Field("eval.video_episodes", _I, low=0, why=" (rollout videos of the final evaluation's first episodes; 0 = none)"),
+    Field("eval.video_size", "ints", low=64, why=" (px, (height, width) of the rendered frames)"),
+    Field("eval.video_camera", _S),
 )
 
 
@@ -281,6 +288,9 @@ def _cross_field_problems(config, workdir: str | None, num_devices: int | None, 
   if _collects(config) and style_problem:
     out.append(f"data.collect_backend={data.collect_backend!r} with data.demo_style={data.demo_style!r}: "
                f"{style_problem}; use data.collect_backend='robosuite'")
+  if data.get("valid_filter_key", "") and data.get("valid_fraction", 0.0):
+    out.append(f"data.valid_filter_key={data.valid_filter_key!r} and data.valid_fraction={data.valid_fraction!r}: "
+               "both select validation demos (a robomimic mask, or a seeded share of episodes): set only one")
   h = config.horizon
   if all(isinstance(h.get(k), int) and h.get(k) >= 1 for k in ("obs", "action", "pred")) and (
       h.action > h.pred - h.obs + 1):
@@ -317,8 +327,14 @@ def _cross_field_problems(config, workdir: str | None, num_devices: int | None, 
     if problem:
       shown = tuple(t.mesh) if isinstance(t.mesh, (list, tuple)) else t.mesh
       out.append(f"train.mesh={shown!r}: {problem}")
+  wandb_mode = t.get("wandb", "disabled")
+  if wandb_mode in writers.WANDB_MODES and writers.wandb_problem(wandb_mode):  # the package, before any work
+    out.append(writers.wandb_problem(wandb_mode))
   e = config.get("eval")
   out += _image_problems(config)
+  video_size = e.get("video_size", (256, 256)) if e is not None else (256, 256)
+  if isinstance(video_size, (list, tuple)) and len(video_size) != 2:
+    out.append(f"eval.video_size={tuple(video_size)}: must be (height, width)")
   if e is not None and e.get("backend") == "gym_pusht" and data.get("derived_obs", "") != "pusht":
     out.append("eval.backend='gym_pusht' evaluates Push-T, but data.derived_obs is not 'pusht': the policy "
                "would not see gym-pusht's observations (use configs/pusht.py)")
@@ -453,20 +469,45 @@ def check_dataset(config, demos: Demos, skip_eval: bool = False) -> None:
                         f"'actions' span [{lo:g}, {hi:g}]; set data.normalize_actions=True")
   if skip_eval:
     return
-  backend, problems = config.eval.backend, []
-  if backend in SIM_BACKENDS and not demos.env_args:
-    problems.append(f"eval.backend={backend!r}: {demos.path} has no 'data' attribute 'env_args', so there is no "
-                    "env to evaluate in (run with --skip_eval, or use a dataset recorded with its env_args)")
-  elif backend == "mjx" and demos.env_args.get("env_name") != "Lift":
-    problems.append(f"eval.backend='mjx' implements robosuite Lift only, but {demos.path} was recorded in "
-                    f"{demos.env_args.get('env_name')!r} (use eval.backend='robosuite')")
-  if backend == "gym_pusht" and demos.action_dim != PUSHT_ACTION_DIM:
-    problems.append(f"eval.backend='gym_pusht' needs {PUSHT_ACTION_DIM}-D actions (agent target x, y), but "
-                    f"{demos.path} has action_dim {demos.action_dim}")
+  backend = config.eval.backend
+  problems = backend_problems(config, demos.env_args, demos.action_dim, demos.path,
+                              "run with --skip_eval, or use a dataset recorded with its env_args")
   if problems:
     raise ConfigError(format_problems(problems, "config for this dataset"))
   if backend in SIM_BACKENDS:
     _check_env_args(demos, config.eval.horizon)
+
+
+def backend_problems(config, env_args: dict, action_dim: int, source: str, no_env_hint: str) -> list[str]:
+  """What keeps ``config.eval.backend`` from evaluating a policy of ``action_dim``-D actions in the env of
+  ``env_args`` (robomimic's, {} for none): robosuite / mjx without env_args, mjx on a task other than
+  Lift or with cameras, gym_pusht for a policy not trained on Push-T (``data.derived_obs``, 2-D actions).
+
+  Args:
+    config: the run config (``eval.backend``, ``data.derived_obs``, ``data.image_keys``).
+    env_args: the dataset's env_args.
+    action_dim: the policy's action width.
+    source: where ``env_args`` came from, named in the messages (the dataset file, a run's env_args.json).
+    no_env_hint: what to do when there are no env_args (appended in parentheses).
+
+  Returns:
+    One line per problem (empty: the backend can evaluate it).
+  """
+  backend, data, out = config.eval.backend, config.data, []
+  if backend in SIM_BACKENDS and not env_args:
+    out.append(f"eval.backend={backend!r}: {source} records no env_args (robomimic's 'data' attribute), so there "
+               f"is no env to evaluate in ({no_env_hint})")
+  elif backend == "mjx" and env_args.get("env_name") != "Lift":
+    out.append(f"eval.backend='mjx' implements robosuite Lift only, but {source} was recorded in "
+               f"{env_args.get('env_name')!r} (use eval.backend='robosuite')")
+  if backend == "mjx" and data.get("image_keys", ()):
+    out.append(f"eval.backend='mjx' with data.image_keys={tuple(data.image_keys)}: MJX has no renderer on CPU, "
+               "so image policies evaluate in robosuite (eval.backend='robosuite')")
+  if backend == "gym_pusht" and (action_dim != PUSHT_ACTION_DIM or data.get("derived_obs", "") != "pusht"):
+    out.append(f"eval.backend='gym_pusht' evaluates Push-T: it needs {PUSHT_ACTION_DIM}-D actions (agent target "
+               f"x, y) and data.derived_obs='pusht' (gym-pusht's observations), but {source} has action_dim "
+               f"{action_dim} and data.derived_obs={data.get('derived_obs', '')!r}")
+  return out
 
 
 def _check_env_args(demos: Demos, horizon: int) -> None:

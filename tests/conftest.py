@@ -19,3 +19,19 @@ jax.config.update("jax_num_cpu_devices", 8)
 def shared_dir():
   """The repository's sibling ``shared/`` folder (tests may read it; the product never needs it)."""
   return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared")
+
+
+@pytest.fixture(autouse=True)
+def _no_rollout_videos(request, monkeypatch):
+  """The tests' main jobs evaluate without rollout videos: ``eval.video_episodes`` (2 by default) would add
+  seconds to each (robosuite, MJX: a child renderer process, 5-20 s to start here, ~0.1 s per frame). Tests
+  that take the ``rollout_videos`` fixture (tests/test_video.py) keep them; the CLI runs of
+  tests/test_distributed.py pass ``--config.eval.video_episodes=0``."""
+  if "rollout_videos" not in request.fixturenames:
+    from ebt_jax.evaluation import video  # pylint: disable=g-import-not-at-top
+    monkeypatch.setattr(video, "recorder_of", lambda *args, **kwargs: None)
+
+
+@pytest.fixture
+def rollout_videos():
+  """Rollout videos stay on in this test (see ``_no_rollout_videos``)."""

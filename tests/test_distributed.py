@@ -22,7 +22,8 @@ from test_user_errors import REPO, TINY, _lift_like_file  # pylint: disable=g-im
 
 LIFT_ENV = robosuite_env.lift_env_args()
 # One decision-free episode is enough to show who evaluates (robosuite Lift, 4 env steps, no sweep).
-TINY_EVAL = ["--config.eval.num_episodes=1", "--config.eval.horizon=4", "--config.eval.max_steps_sweep=()"]
+TINY_EVAL = ["--config.eval.num_episodes=1", "--config.eval.horizon=4", "--config.eval.max_steps_sweep=()",
+             "--config.eval.video_episodes=0"]  # no rollout videos: their renderer process takes seconds to start
 
 
 def test_resolve_takes_flags_then_environment_then_auto_detection():

@@ -251,6 +251,18 @@ def test_main_job_on_pusht(tmp_path):
   for png in ("energy_vs_step.png", "coverage_vs_steps.png"):
     with open(os.path.join(workdir, png), "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  # TensorBoard (ebt_jax/training/writers.py): the in-training evaluations and the final one of every label.
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  events = event_accumulator.EventAccumulator(os.path.join(workdir, "tensorboard"),
+                                              size_guidance={event_accumulator.HISTOGRAMS: 0})  # all, not 1
+  events.Reload()
+  coverage = {label: [(e.step, e.value) for e in events.Scalars(f"eval/{label}/mean_max_coverage")]
+              for label in ("mcmc-1", "mcmc-2")}
+  assert coverage["mcmc-1"] == [(4, pytest.approx(saved["by_inference"]["mcmc-1"]["mean_max_coverage"]))]
+  assert coverage["mcmc-2"] == [(2, pytest.approx(curve[0]["mean_max_coverage"])),
+                                (4, pytest.approx(saved["mean_max_coverage"]))]
+  assert [h.step for h in events.Histograms("eval/mcmc-1/energy")] == [4]
+  assert [h.histogram_value.num for h in events.Histograms("eval/mcmc-2/energy")] == [6, 6]  # 3 episodes x 2
 
 
 def test_main_job_on_pusht_images(tmp_path):

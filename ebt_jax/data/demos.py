@@ -46,6 +46,8 @@ class Demos:
       for formats without one (Zarr replay buffers: the config names the env).
     image_keys: RGB camera keys read (``config.data.image_keys``), in order; each episode's ``images``
       has them all, with the same H x W in every demo.
+    held_out: validation demos (``config.data.valid_filter_key`` / ``valid_fraction``; the same keys and
+      widths), never trained on: ``episodes`` excludes them, and only the validation loss sees them.
   """
   path: str
   episodes: tuple[Episode, ...]
@@ -53,6 +55,7 @@ class Demos:
   obs_key_dims: tuple[int, ...]
   env_args: dict[str, Any]
   image_keys: tuple[str, ...] = ()
+  held_out: tuple[Episode, ...] = ()
 
   @property
   def image_shapes(self) -> dict[str, tuple[int, int]]:

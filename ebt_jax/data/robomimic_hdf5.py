@@ -215,6 +215,29 @@ def parse_env_args(path: str, raw: Any) -> dict[str, Any]:
     raise DatasetError(f"{path}: 'data' attribute 'env_args' is not valid JSON ({e})") from e
 
 
+def filter_keys(path: str | os.PathLike[str]) -> list[str]:
+  """The names under ``mask/`` of a robomimic file (its filter keys, e.g. ``["train", "valid"]``), sorted;
+  [] without a ``mask`` group.
+
+  Raises:
+    DatasetError: the file does not exist, is not HDF5, or has no ``data`` group.
+  """
+  path = os.fspath(path)
+  with open_demo_file(path, "set --config.data.path to a robomimic .hdf5 file") as f:
+    return sorted(f["mask"].keys()) if "mask" in f and isinstance(f["mask"], h5py.Group) else []
+
+
+def read_env_args(path: str | os.PathLike[str]) -> dict[str, Any]:
+  """``data.attrs["env_args"]`` of a robomimic file, parsed ({} when absent), without reading any demo.
+
+  Raises:
+    DatasetError: the file does not exist, is not HDF5, has no ``data`` group, or invalid env_args JSON.
+  """
+  path = os.fspath(path)
+  with open_demo_file(path, "the dataset the run was trained on") as f:
+    return parse_env_args(path, f["data"].attrs.get("env_args"))
+
+
 def train_valid_masks(num_demos: int) -> dict[str, list[int]]:
   """robomimic's 90% / 10% ``mask/train`` / ``mask/valid`` split, as demo indices for ``write_demos``.
 

@@ -103,6 +103,11 @@ class WindowDataset:
     rng = np.random.default_rng((self.seed, step))
     local = batch_size // n
     rows = rng.integers(0, len(self.index), size=batch_size)[k * local:(k + 1) * local]
+    return self.at(rows)
+
+  def at(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The windows ``rows`` ([B] int indices into ``index``), in that order: the same dict as ``batch``
+    (the trainer's fixed validation windows)."""
     out = {"obs": self.obs[self.index.obs_idx[rows]], "actions": self.actions[self.index.action_idx[rows]]}
     if self.images is not None:
       out["images"] = self.images.gather(self.index.obs_idx[rows])

@@ -1,6 +1,8 @@
-"""PNG figures of an evaluation: energy over an episode, and success / coverage over training.
+"""PNG figures of an evaluation: energy over an episode, success / coverage over training, and the train /
+validation loss over training.
 
-Both read the records written to a run directory (``eval.json``'s ``episodes``, ``eval_curve.jsonl``),
+They read the records written to a run directory (``eval.json``'s ``episodes``, ``eval_curve.jsonl``,
+``metrics.jsonl``),
 so they can be redrawn from a finished run. matplotlib with the non-interactive Agg backend. Each
 ``path`` is a local path or a ``gs://`` URI (``save``).
 """
@@ -95,6 +97,33 @@ def curve(records: Sequence[Mapping[str, Any]], path: str,
     if pts:
       ax.plot(*zip(*pts), marker="o", label=key)
   _finish(fig, ax, path, "training step")
+
+
+def loss_vs_step(records: Sequence[Mapping[str, Any]], path: str) -> None:
+  """Training loss (``loss``: the mean over each ``train.log_every`` window, the raw parameters on the
+  training batches) and, where recorded, the validation loss (``valid_loss``, held-out demos) against
+  training steps, from ``metrics.jsonl`` records; a log-scale y axis when every loss is positive.
+
+  Args:
+    records: metrics.jsonl records (``step``, and ``loss`` and / or ``valid_loss``; non-finite as None).
+    path: the PNG to write (local path or ``gs://`` URI).
+  """
+  records = sorted(records, key=lambda r: r["step"])
+  fig, ax = plt.subplots(figsize=(6, 3.8))
+  values = []
+  for key, label in (("loss", "train loss"), ("valid_loss", "valid loss (held-out demos)")):
+    pts = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+    if pts:
+      ax.plot(*zip(*pts), marker="o" if key == "valid_loss" else None, label=label)
+      values += [y for _, y in pts]
+  if values and min(values) > 0:
+    ax.set_yscale("log")
+  ax.set_xlabel("training step")
+  ax.set_ylabel("policy loss")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  save(fig, path)
 
 
 def _error_bars(ax, xs, ys, cis, color) -> None:

@@ -9,23 +9,31 @@ The N envs run in a gymnasium ``SyncVectorEnv``; the policy is called once per d
 them (one jitted call on [N, To, obs_dim]). Finished episodes are masked: their later steps (after
 gymnasium's autoreset) are never recorded. A policy with cameras (``img``) also sees the last To
 96x96 frames of each env (gym-pusht's ``pixels_agent_pos`` observation).
+
+Rollout videos (``video.Recorder``): after each env step, the recorded episodes' envs (the first
+``eval.video_episodes``) also draw gym-pusht's own visualisation (``render()``: goal, T, agent and the
+last action's target cross) at ``eval.video_size``; pygame, no OpenGL.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
 import numpy as np
 from absl import logging
 
+from ebt_jax import progress
 from ebt_jax.envs import pusht
+from ebt_jax.evaluation import video
 from ebt_jax.evaluation.episodes import EpisodeResult, concat_obs, describe, summarize
 from ebt_jax.evaluation.policy import Policy
 
 
 def run_episodes(policy: Policy, seeds, max_env_steps: int, rng: jax.Array, inference: str | None = None,
-                 envs=None) -> list[EpisodeResult]:
+                 envs=None, recorder: video.Recorder | None = None,
+                 video_frames: dict[int, list] | None = None) -> list[EpisodeResult]:
   """Runs one Push-T episode per seed, all in one vector env; see the module docstring.
 
   Args:
@@ -36,6 +44,8 @@ def run_episodes(policy: Policy, seeds, max_env_steps: int, rng: jax.Array, infe
     rng: PRNG key; decision k uses ``fold_in(rng, k)`` for the samplers' initial noise of all envs.
     inference: inference label, e.g. "mcmc-2" or "ddpm-100" (default ``policy.inference``).
     envs: an existing ``make_envs(policy, len(seeds), max_env_steps)`` to reuse.
+    recorder, video_frames: {episode index: list}: each env step appends episode i's frame ([H, W, 3]
+      uint8 at ``recorder.size``, ``render_frame``) to ``video_frames[i]`` (``recorder.capture``).
 
   Returns:
     One ``EpisodeResult`` per seed with ``max_coverage`` and the per-step ``coverage`` trace.
@@ -58,6 +68,7 @@ def run_episodes(policy: Policy, seeds, max_env_steps: int, rng: jax.Array, infe
   energy = [[] for _ in range(n)]
   sampler_steps = [[] for _ in range(n)]
   t, k = 0, 0
+  bar = progress.bar(max_env_steps, f"eval {inference or policy.inference} ({n} envs)", "step")  # a terminal only
   while t < max_env_steps and live.any():
     decision = jax.device_get(policy(history, jax.random.fold_in(rng, k), inference, frames or None))
     k += 1
@@ -72,12 +83,18 @@ def run_episodes(policy: Policy, seeds, max_env_steps: int, rng: jax.Array, infe
         frames[c] = np.concatenate([frames[c][:, 1:], np.asarray(obs[c])[:, None]], axis=1)
       for i in np.flatnonzero(live):
         coverage[i].append(float(info["coverage"][i]))
+        if recorder is not None and i in (video_frames or {}):
+          recorder.capture(functools.partial(render_frame, envs.envs[i], recorder.size), video_frames[i],
+                           hint="")
       length += live
       history = np.concatenate([history[:, 1:], concat_obs(obs, norm.obs_keys, norm.obs_key_dims)[:, None]], axis=1)
       live &= ~(terminated | truncated)
       t += 1
       if not live.any():
         break
+    progress.advance(bar, t, done=f"{n - int(live.sum())}/{n}",
+                     success=sum(bool(c) and max(c) >= pusht.SUCCESS_COVERAGE for c in coverage))
+  bar.close()
   results = []
   for i, seed in enumerate(seeds):
     max_cov = max(coverage[i])
@@ -95,15 +112,33 @@ def make_envs(policy: Policy, num_envs: int, max_env_steps: int = 300):
 
 
 def evaluate(policy: Policy, num_episodes: int = 50, max_env_steps: int = 300, seed: int = 100_000,
-             rng: jax.Array | None = None, inference: str | None = None, envs=None) -> dict[str, Any]:
+             rng: jax.Array | None = None, inference: str | None = None, envs=None,
+             recorder: video.Recorder | None = None) -> dict[str, Any]:
   """Runs episodes with seeds ``seed .. seed + num_episodes - 1`` and summarises them.
+
+  ``recorder``: rollout videos of the first ``recorder.episodes`` episodes (None: no videos).
 
   Returns:
     The eval.json fields of ``episodes.summarize``, including ``mean_max_coverage``,
-    ``mean_max_score`` and per-episode energies / coverage traces.
+    ``mean_max_score`` and per-episode energies / coverage traces (+ ``videos``, the files written, with a
+    recorder).
   """
   rng = jax.random.PRNGKey(0) if rng is None else rng
-  results = run_episodes(policy, range(seed, seed + num_episodes), max_env_steps, rng, inference, envs)
+  frames = {k: [] for k in range(num_episodes) if recorder is not None and recorder.wants(k)}
+  results = run_episodes(policy, range(seed, seed + num_episodes), max_env_steps, rng, inference, envs,
+                         recorder, frames)
   summary = summarize(results)
+  if recorder is not None:
+    label = inference or policy.inference
+    written = [recorder.write(label, k, frames[k], results[k], policy.action_horizon) for k in sorted(frames)]
+    summary["videos"] = [w for w in written if w]
   logging.info("gym-pusht eval (%s): %s", inference or policy.inference, describe(summary))
   return summary
+
+
+def render_frame(env, size: tuple[int, int]) -> np.ndarray:
+  """gym-pusht's visualisation of ``env``'s current state (goal, T, agent, the last action's target) as
+  [H, W, 3] uint8, (H, W) = ``size``; the env's ``render()`` (``render_mode="rgb_array"``) at that size."""
+  u = env.unwrapped
+  u.visualization_height, u.visualization_width = int(size[0]), int(size[1])
+  return np.asarray(u.render(), np.uint8)

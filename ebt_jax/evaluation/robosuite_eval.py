@@ -8,24 +8,31 @@ A policy with cameras also sees the last To frames of each camera. They are rend
 (``robosuite_env.render_cameras``; the env needs ``offscreen=True``) only after the env steps whose
 observation the next decision sees (the last To before it), not at every step: with To = 2, Ta = 8, a
 quarter of the frames, the same images (rendering does not change the simulation).
+
+Rollout videos (``video.Recorder``): the recorded episodes (the first ``eval.video_episodes``) log their
+model XML and the MuJoCo state after each env step; ``offscreen.Renderer`` (a child process without JAX)
+draws ``eval.video_camera`` from them after the episode.
 """
 
 from __future__ import annotations
 
 import collections
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
 from absl import logging
 
+from ebt_jax import progress
 from ebt_jax.envs import robosuite_env
+from ebt_jax.evaluation import offscreen, video
 from ebt_jax.evaluation.episodes import EpisodeResult, concat_obs, describe, summarize
 from ebt_jax.evaluation.policy import Policy
 
 
 def run_episode(env, policy: Policy, seed: int, horizon: int, rng: jax.Array,
-                inference: str | None = None, image_size: tuple[int, int] = (84, 84)) -> EpisodeResult:
+                inference: str | None = None, image_size: tuple[int, int] = (84, 84),
+                after_step: Callable[[], None] | None = None) -> EpisodeResult:
   """One rollout from the initial state of ``seed``; see the module docstring.
 
   Args:
@@ -36,6 +43,7 @@ def run_episode(env, policy: Policy, seed: int, horizon: int, rng: jax.Array,
     rng: PRNG key for the samplers' initial noise (split per decision).
     inference: inference label, e.g. "mcmc-2" or "ddim-10" (default ``policy.inference``).
     image_size: (H, W) of the rendered frames (the training frames'; a policy with cameras only).
+    after_step: called after each env step (a video's frame grabber), if given.
 
   Raises:
     KeyError / ValueError: if the env's observations lack a trained key or have another width, or
@@ -59,6 +67,8 @@ def run_episode(env, policy: Policy, seed: int, horizon: int, rng: jax.Array,
       if decision.energy is not None:
         energies.append(float(decision.energy[0]))
     raw, _, _, _ = env.step(np.asarray(queue.popleft(), np.float64))
+    if after_step is not None:
+      after_step()
     history.append(concat_obs(robosuite_env.low_dim_obs(raw), norm.obs_keys, norm.obs_key_dims))
     frames.append(render() if len(queue) < to else None)  # None: a frame no decision sees
     if robosuite_env.is_success(env):
@@ -69,7 +79,8 @@ def run_episode(env, policy: Policy, seed: int, horizon: int, rng: jax.Array,
 
 def evaluate(policy: Policy, env_args: Mapping[str, Any], num_episodes: int, horizon: int, seed: int,
              rng: jax.Array, inference: str | None = None, env=None,
-             image_size: tuple[int, int] = (84, 84)) -> dict[str, Any]:
+             image_size: tuple[int, int] = (84, 84), recorder: video.Recorder | None = None,
+             renderer: offscreen.Renderer | None = None) -> dict[str, Any]:
   """Runs episodes with seeds ``seed .. seed + num_episodes - 1`` and summarises them.
 
   Args:
@@ -83,11 +94,49 @@ def evaluate(policy: Policy, env_args: Mapping[str, Any], num_episodes: int, hor
     env: an existing env built from ``env_args`` (reused across calls to save start-up time; for a policy
       with cameras built with ``offscreen=True``).
     image_size: (H, W) of the rendered frames (a policy with cameras).
+    recorder: rollout videos of the first ``recorder.episodes`` episodes (None: no videos); the summary
+      then has ``videos``, the files written (``Recorder.relative_path``).
+    renderer: the child renderer of ``env_args`` drawing the recorded episodes (reuse one across calls:
+      it takes seconds to start); default: one started here and ended on return.
+
+  Returns:
+    The eval.json fields of ``episodes.summarize`` (+ ``videos`` with a recorder).
   """
   env = env if env is not None else robosuite_env.make_env(env_args, horizon=horizon, offscreen=bool(policy.cameras))
-  results = []
+  own_renderer = recorder is not None and recorder.enabled and renderer is None and num_episodes > 0
+  if own_renderer:
+    renderer = offscreen.Renderer(env_args)
+  label = inference or policy.inference
+  results, videos = [], []
+  bar = progress.bar(num_episodes, f"eval {label}", "episode")  # a terminal only
   for k in range(num_episodes):
-    results.append(run_episode(env, policy, seed + k, horizon, jax.random.fold_in(rng, k), inference, image_size))
+    log = StateLog(env) if recorder is not None and recorder.wants(k) else None
+    results.append(run_episode(env, policy, seed + k, horizon, jax.random.fold_in(rng, k), inference, image_size, log))
+    progress.advance(bar, k + 1, success=f"{np.mean([r.success for r in results]):.0%}")
+    if log is not None:
+      frames = recorder.render(lambda log=log: renderer.states(log.model_xml, np.stack(log.states), recorder.camera,
+                                                               recorder.size))
+      written = recorder.write(label, k, frames, results[-1], policy.action_horizon) if frames is not None else None
+      videos += [written] if written else []
+  bar.close()
+  if own_renderer:
+    renderer.close()
   summary = summarize(results)
+  if recorder is not None:
+    summary["videos"] = videos
   logging.info("robosuite eval (%s): %s", inference or policy.inference, describe(summary))
   return summary
+
+
+class StateLog:
+  """An ``after_step`` hook logging an episode for its video: the model XML (robosuite's ``env.model``,
+  the episode's cube size; taken at the first step) and the flattened MuJoCo state after each env step
+  ([1 + nq + nv], ``robosuite_env.sim_state``)."""
+
+  def __init__(self, env):
+    self.env, self.model_xml, self.states = env, None, []
+
+  def __call__(self) -> None:
+    if self.model_xml is None:
+      self.model_xml = self.env.model.get_xml()
+    self.states.append(robosuite_env.sim_state(self.env))

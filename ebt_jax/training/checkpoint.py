@@ -226,6 +226,73 @@ def architecture_differences(saved: dict, current: dict) -> list[str]:
   return out
 
 
+CHECKPOINT_NAMES = ("latest", "best")  # what ``load_checkpoint`` takes besides a step number
+
+
+class Loaded(NamedTuple):
+  """A trained policy restored by ``load_checkpoint``.
+
+  Attributes:
+    policy: the ``ebt_jax.evaluation.policy.Policy`` (EMA or raw parameters, normaliser of the checkpoint).
+    config: the run's ConfigDict, as saved with the checkpoint (unlocked: callers may override fields).
+    step: the checkpoint's training step.
+    directory: the checkpoint's directory (``<workdir>/checkpoints[/best]/<step>``).
+    best: True if it came from ``checkpoints/best``.
+  """
+  policy: Any
+  config: Any
+  step: int
+  directory: str
+  best: bool
+
+
+def checkpoint_steps(workdir: str) -> dict[str, list[int]]:
+  """{"latest": the steps in ``<workdir>/checkpoints``, "best": those in ``checkpoints/best``}, sorted ([]
+  where none); read-only (no directory is created). ``workdir``: a local path or a ``gs://`` URI."""
+  root = paths.path(checkpoint_dir(workdir))
+  steps = lambda d: sorted(int(p.name) for p in d.iterdir() if p.name.isdigit() and p.is_dir()) if d.is_dir() else []
+  return {"latest": steps(root), "best": steps(root / BEST_DIR)}
+
+
+def load_checkpoint(workdir: str, which: str | int = "latest", use_ema: bool | None = None) -> Loaded:
+  """The trained policy of checkpoint ``which`` of a run directory, without its dataset.
+
+  Args:
+    workdir: run directory with ``checkpoints/`` (written by ``ebt_jax.main``), a local path or a
+      ``gs://`` URI.
+    which: ``"latest"`` (the newest intact checkpoint: damaged newer ones are logged and skipped, not
+      moved), ``"best"`` (``checkpoints/best``: the best in-training evaluation, runs with
+      ``eval.every_steps``), or a step number (int or digits), looked up in ``checkpoints/`` and then in
+      ``checkpoints/best``.
+    use_ema: the EMA or the raw parameters; None: the run's ``eval.use_ema`` (default True), as the main
+      job evaluates.
+
+  Raises:
+    CheckpointError: no checkpoint at all, ``which`` is none of the names above, or names a checkpoint
+      that is not there (the message lists the steps there, of ``checkpoints/`` and ``checkpoints/best``),
+      or none restores.
+  """
+  steps = checkpoint_steps(workdir)
+  listing = (f"checkpoints there: latest = steps {steps['latest'] or 'none'} in {checkpoint_dir(workdir)}, "
+             f"best = steps {steps['best'] or 'none'} in {paths.path(checkpoint_dir(workdir)) / BEST_DIR}")
+  if not steps["latest"] and not steps["best"]:
+    raise CheckpointError(f"{workdir}: no checkpoint in {checkpoint_dir(workdir)} (not a run directory of "
+                          "ebt_jax.main, or it has not saved a checkpoint yet)")
+  text = str(which)
+  if text not in CHECKPOINT_NAMES and not text.isdigit():
+    raise CheckpointError(f"checkpoint {text!r}: must be 'latest', 'best' or a step number ({listing})")
+  if text == "best" and not steps["best"]:
+    raise CheckpointError(f"{workdir}: the run kept no best checkpoint (only runs that evaluate during training, "
+                          f"eval.every_steps > 0, keep one); {listing}")
+  if text.isdigit() and int(text) not in steps["latest"] + steps["best"]:
+    raise CheckpointError(f"{workdir}: no checkpoint of step {int(text)}; {listing}")
+  best = text == "best" or (text.isdigit() and int(text) not in steps["latest"])
+  step = int(text) if text.isdigit() else None
+  policy, config, step = _load(workdir, step, use_ema, best)
+  root = paths.path(checkpoint_dir(workdir))
+  return Loaded(policy, config, step, str((root / BEST_DIR if best else root) / str(step)), best)
+
+
 def load_policy(workdir: str, step: int | None = None, use_ema: bool = True, best: bool = False):
   """The trained policy of a run directory, without its dataset: -> (``Policy``, ConfigDict).
 
@@ -244,6 +311,13 @@ def load_policy(workdir: str, step: int | None = None, use_ema: bool = True, bes
     CheckpointError: if ``<workdir>/checkpoints`` (or ``checkpoints/best``) holds no checkpoint, ``step``
       is not one of them, or none restores.
   """
+  policy, config, _ = _load(workdir, step, use_ema, best)
+  return policy, config
+
+
+def _load(workdir: str, step: int | None, use_ema: bool | None, best: bool):
+  """``load_policy``'s work: -> (``Policy``, ConfigDict, the step restored). ``use_ema`` None: the run's
+  ``eval.use_ema``."""
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from ebt_jax.evaluation.policy import Policy  # pylint: disable=g-import-not-at-top
@@ -269,11 +343,17 @@ def load_policy(workdir: str, step: int | None = None, use_ema: bool = True, bes
                         jax.eval_shape(lambda: init_train_state(model, tx, jax.random.PRNGKey(0))))
 
   if step is not None:
-    normalizer, config_dict = restore_metadata(mngr, step)
-    restored = restore(mngr, abstract_for(normalizer, config_dict), step)
+    try:
+      normalizer, config_dict = restore_metadata(mngr, step)
+      restored = restore(mngr, abstract_for(normalizer, config_dict), step)
+    except Exception as e:  # pylint: disable=broad-except  (orbax's errors for a damaged step, named)
+      raise CheckpointError(f"checkpoint step {step} in {mngr.directory} does not restore ({_reason(e)}); "
+                            "pick another step, or 'latest' (walks back to the newest intact one)") from e
   else:
     restored = restore_latest(mngr, abstract_for)
   mngr.close()
-  state = restored.state
-  return Policy.from_config(models["config"], models["model"], state.ema_params if use_ema else state.params,
-                            restored.normalizer), models["config"]
+  state, config = restored.state, models["config"]
+  if use_ema is None:
+    use_ema = config.eval.get("use_ema", True) if "eval" in config else True
+  return Policy.from_config(config, models["model"], state.ema_params if use_ema else state.params,
+                            restored.normalizer), config, restored.step

@@ -13,6 +13,8 @@ and stops (``training.preemption``).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -23,18 +25,24 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding
 
-from ebt_jax import jsonio, paths, policies
+from ebt_jax import jsonio, paths, policies, progress
 from ebt_jax.data import images, loader
 from ebt_jax.data.normalization import MinMax, Normalizer
 from ebt_jax.data.demos import Demos
 from ebt_jax.data.windows import WindowDataset, window_index
 from ebt_jax.errors import CheckpointError, ConfigError, DivergedError
 from ebt_jax.policies import PolicyModel
-from ebt_jax.training import checkpoint, sharding, preemption, workdir as workdir_lib
+from ebt_jax.training import checkpoint, sharding, preemption, workdir as workdir_lib, writers
 from ebt_jax.training.train_step import TrainState, init_train_state, make_optimizer, make_train_step
 
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "eval_curve.jsonl"  # evaluations during training: one {"step": ..., <summary>} per line
+# The dataset's env_args (robomimic ``data.attrs["env_args"]``; {} for Zarr buffers), written when training
+# starts: what ``ebt_jax.evaluate`` rebuilds the evaluation env from without the dataset.
+ENV_ARGS_FILE = "env_args.json"
+# Validation loss: at most this many held-out windows (a seeded subset of them if there are more).
+VALID_MAX_WINDOWS = 1024
+VALID_RNG_TAG = 0x7A11D  # folded into PRNGKey(config.seed): the one fixed key of every validation loss
 
 # evaluate(model, state, normalizer) -> summary dict (eval.json fields without per-episode records).
 EvalFn = Callable[[PolicyModel, TrainState, Normalizer], dict]
@@ -140,16 +148,77 @@ def train_wall_s(workdir: str) -> float:
   return float(records[-1].get("train_wall_s", 0.0)) if records else 0.0
 
 
+def valid_every(config) -> int:
+  """Steps between validation losses: ``eval.every_steps``, or ``train.checkpoint_every`` when that is 0
+  (a validation loss for every checkpoint); the last step always gets one too."""
+  every = config.eval.get("every_steps", 0) if "eval" in config else 0
+  return every or config.train.checkpoint_every
+
+
+def make_validation(config, model: PolicyModel, demos: Demos, normalizer: Normalizer, mesh: Mesh,
+                    shard: tuple[int, int] = (0, 1)) -> Callable[[TrainState], dict] | None:
+  """-> ``validate(state) -> {"valid_loss": float, "valid_windows": int}``, or None without held-out demos.
+
+  The loss is the policy model's training loss (EBT: the Alg. 1 chain loss; diffusion: the DDPM loss),
+  jitted, on a fixed set of windows of ``demos.held_out`` (normalised with the training normaliser):
+  all of them, or a subset of ``VALID_MAX_WINDOWS`` drawn once with ``config.seed``, in batches of
+  ``train.batch_size`` (the last batch filled up with the first windows again), each batch with its own
+  key folded from one fixed key (``VALID_RNG_TAG``), so the values of different steps differ only by
+  the parameters. The parameters are those evaluation uses: the EMA ones when ``eval.use_ema`` (the
+  default, as Diffusion Policy's val_loss), else the raw ones. ``valid_loss`` is the mean over the
+  batches (a float, normalised-action units as ``loss``); ``valid_windows`` how many distinct windows.
+
+  Args:
+    config, model, demos, normalizer: as the trainer has them.
+    mesh: the (data, fsdp) mesh the batch is split over (``sharding.batch_sharding``).
+    shard: (process index, process count): this host's rows of each batch (multi-host).
+  """
+  if not demos.held_out:
+    return None
+  h, batch_size = config.horizon, config.train.batch_size
+  held = dataclasses.replace(demos, episodes=demos.held_out, held_out=())
+  data = WindowDataset(held, normalizer, h.obs, h.action, h.pred, seed=config.seed,
+                       image_storage=config.data.get("image_storage", "auto"),
+                       image_ram_limit_gb=config.data.get("image_ram_limit_gb", 8.0))
+  rows = np.arange(len(data))
+  if len(rows) > VALID_MAX_WINDOWS:
+    rows = np.sort(np.random.default_rng(config.seed).choice(len(rows), VALID_MAX_WINDOWS, replace=False))
+  distinct = len(rows)
+  batches = np.resize(rows, -(-len(rows) // batch_size) * batch_size).reshape(-1, batch_size)
+  k, n = shard
+  local = batch_size // n
+  use_ema = config.eval.get("use_ema", True) if "eval" in config else True
+  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), VALID_RNG_TAG)
+  batch_sharding = sharding.batch_sharding(mesh)
+  loss = jax.jit(lambda params, batch, rng: model.loss(params, batch, rng)[0],
+                 out_shardings=sharding.replicated(mesh))
+
+  def validate(state: TrainState) -> dict:
+    params = state.ema_params if use_ema else state.params
+    total = 0.0
+    for i, batch_rows in enumerate(batches):
+      batch = _global_batch(data.at(batch_rows[k * local:(k + 1) * local]), batch_sharding)
+      total += float(jax.device_get(loss(params, batch, jax.random.fold_in(key, i))))
+    return {"valid_loss": total / len(batches), "valid_windows": distinct}
+
+  return validate
+
+
 def train(config, workdir: str, demos: Demos,
           on_step: Callable[[int, TrainState], None] | None = None,
-          evaluate: EvalFn | None = None) -> tuple[PolicyModel, TrainState, Normalizer]:
+          evaluate: EvalFn | None = None,
+          writer: writers.Writer | None = None) -> tuple[PolicyModel, TrainState, Normalizer]:
   """Trains (or resumes training of) the ``config.policy`` policy on ``demos``; -> (policy model, state, normaliser).
 
   Args:
     config: the ConfigDict of configs/lift.py (uses ``policy``, ``horizon``, ``model``, ``sampler`` or
       ``diffusion``, ``train``, ``seed``).
-    workdir: run directory; checkpoints in ``<workdir>/checkpoints``, metrics in ``<workdir>/metrics.jsonl``.
-    demos: training demonstrations (raw units; normalised here).
+    workdir: run directory; checkpoints in ``<workdir>/checkpoints``, metrics in ``<workdir>/metrics.jsonl``,
+      the dataset's env_args in ``<workdir>/env_args.json`` (``ENV_ARGS_FILE``).
+    demos: training demonstrations (raw units; normalised here); with ``demos.held_out`` (validation
+      demos, ``config.data.valid_filter_key`` / ``valid_fraction``) also ``valid_loss`` (``make_validation``)
+      every ``valid_every(config)`` steps and at the last one, merged into that step's metrics record, or
+      its own record {step, valid_loss, valid_windows, train_wall_s} at a step that logs nothing else.
     on_step: optional callback ``(step, state)`` after every step (tests use it to simulate a crash).
     evaluate: optional evaluation run every ``config.eval.every_steps`` steps before the last one
       (single-process runs only); each summary is appended to ``<workdir>/eval_curve.jsonl`` with its
@@ -157,13 +226,17 @@ def train(config, workdir: str, demos: Demos,
       checkpoint of that step is written;
       a summary whose ``eval.best_metric`` (default success_rate) beats every earlier one also saves
       the state to ``<workdir>/checkpoints/best`` (``checkpoint.best_manager``).
+    writer: where the metrics records and evaluation summaries also go (``writers.Writer``: TensorBoard in
+      ``<workdir>/tensorboard``, wandb with ``train.wandb``); None: one of this run, closed on return
+      (``writers.open_run``). A progress bar (steps, steps/s, loss, ETA) shows on a terminal only.
 
   Holds the workdir's lock (``ebt_jax.training.workdir``) while it runs. Resumes from the newest intact
   checkpoint (``checkpoint.restore_latest``: damaged newer steps are logged and moved to
   ``<workdir>/checkpoints_damaged``).
 
   Raises:
-    ConfigError: if the global batch does not divide over the devices, or ``train.keep_checkpoints`` < 1.
+    ConfigError: if the global batch does not divide over the devices, ``train.keep_checkpoints`` < 1, or
+      ``train.wandb`` asks for wandb where it is not installed.
     CheckpointError: if the checkpoint to resume was trained with another policy, model, horizons or
       obs / action layout (the message lists the differing fields), or no checkpoint restores.
     WorkdirError: if another run holds the workdir.
@@ -171,8 +244,11 @@ def train(config, workdir: str, demos: Demos,
     preemption.Preempted: on SIGTERM (or, multi-host, JAX's preemption notice) after saving the checkpoint
       of the step it stopped at (``ebt_jax.training.preemption``); a rerun resumes there.
   """
-  with workdir_lib.hold(workdir, lock=jax.process_index() == 0), preemption.Watch() as watch:
-    return _train(config, workdir, demos, on_step, evaluate, watch)
+  with workdir_lib.hold(workdir, lock=jax.process_index() == 0), preemption.Watch() as watch, \
+      contextlib.ExitStack() as cleanup:  # closes the writer and the progress bar on every exit
+    if writer is None:
+      writer = cleanup.enter_context(writers.open_run(config, workdir))
+    return _train(config, workdir, demos, on_step, evaluate, watch, writer, cleanup)
 
 
 def _check_resumable(workdir: str, config_dict: dict, demos: Demos, model: PolicyModel):
@@ -202,7 +278,8 @@ def _check_resumable(workdir: str, config_dict: dict, demos: Demos, model: Polic
 
 
 def _train(config, workdir: str, demos: Demos, on_step, evaluate,
-           watch: preemption.Watch) -> tuple[PolicyModel, TrainState, Normalizer]:
+           watch: preemption.Watch, writer: writers.Writer,
+           cleanup: contextlib.ExitStack) -> tuple[PolicyModel, TrainState, Normalizer]:
   tcfg = config.train
   mesh = make_mesh(tuple(tcfg.get("mesh", sharding.DEFAULT_MESH)))
   if tcfg.batch_size % mesh.size:
@@ -232,10 +309,13 @@ def _train(config, workdir: str, demos: Demos, on_step, evaluate,
   else:  # the checkpoint's normaliser is the one the parameters were trained with
     start, state, normalizer = restored.step, restored.state, restored.normalizer
     logging.info("Resumed from %s at step %d", mngr.directory, start)
+    writer.restart(start)
   metrics_path = str(paths.path(workdir) / METRICS_FILE)
   curve_path = str(paths.path(workdir) / CURVE_FILE)
   _truncate_metrics(metrics_path, start)
   _truncate_metrics(curve_path, start)
+  if jax.process_index() == 0:
+    jsonio.write(paths.path(workdir) / ENV_ARGS_FILE, dict(demos.env_args))
   eval_every = config.eval.get("every_steps", 0) if "eval" in config else 0
   if evaluate is not None and eval_every and jax.process_count() > 1:
     logging.warning("eval.every_steps is ignored on multi-host runs (evaluate the checkpoints instead)")
@@ -258,6 +338,7 @@ def _train(config, workdir: str, demos: Demos, on_step, evaluate,
     logging.info("%s", images.describe(data.images))
   step_fn = _cached_step(config, demos, mesh, state_sharding,
                          lambda: jit_train_step(make_train_step(model, tx, tcfg), mesh, state_sharding=state_sharding))
+  validate = make_validation(config, model, demos, normalizer, mesh, shard=(jax.process_index(), jax.process_count()))
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info("policy %s: %d parameters, %d windows from %d demos, %d devices (mesh %s), batch %d, steps %d -> %d",
                model.name, num_params, len(data), len(demos.episodes), mesh.size, dict(mesh.shape), tcfg.batch_size,
@@ -268,6 +349,8 @@ def _train(config, workdir: str, demos: Demos, on_step, evaluate,
   host_batches = loader.batches(data, start, tcfg.num_steps, tcfg.batch_size, tcfg.get("loader_threads", 2),
                                 tcfg.get("prefetch_batches", 4), shard=(jax.process_index(), jax.process_count()))
   input_wait = 0.0  # seconds the loop waited for the next batch (0 when the prefetch keeps up)
+  bar = cleanup.enter_context(progress.bar(tcfg.num_steps, "train", "step", initial=start,
+                                           enabled=jax.process_index() == 0))
   for step in range(start, tcfg.num_steps):
     t_wait = time.time()
     host_batch = next(host_batches)
@@ -276,6 +359,16 @@ def _train(config, workdir: str, demos: Demos, on_step, evaluate,
     state, metrics = step_fn(state, batch, jax.random.fold_in(step_root, step))
     window.append(metrics)
     done = step + 1
+    valid = None
+    if validate is not None and (done % valid_every(config) == 0 or done == tcfg.num_steps):
+      t_valid = time.time()
+      valid = validate(state)
+      logging.info("step %d: valid_loss %.4f on %d held-out windows", done, valid["valid_loss"], valid["valid_windows"])
+      t0 += time.time() - t_valid  # validation time stays out of steps/s and train_wall_s
+      if done % tcfg.log_every and done != tcfg.num_steps:  # no training record at this step: one of its own
+        valid_record = {"step": done, **valid, "train_wall_s": wall + (time.time() - t0)}
+        append_record(metrics_path, valid_record)
+        writer.scalars(done, valid_record, "train")
     if done % tcfg.log_every == 0 or done == tcfg.num_steps:
       host = jax.device_get(window)
       record = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
@@ -286,7 +379,10 @@ def _train(config, workdir: str, demos: Demos, on_step, evaluate,
       record.update(step=done, steps_per_s=len(host) / (time.time() - t0), train_wall_s=wall,
                     input_wait_fraction=input_wait / max(time.time() - t0, 1e-9))
       input_wait = 0.0
+      record.update(valid or {})
       append_record(metrics_path, record)
+      writer.scalars(done, record, "train")  # TensorBoard / wandb: the same numbers (writers.py)
+      progress.advance(bar, done, loss=f"{record['loss']:.4f}")
       logging.info("step %d/%d  loss %.4f  %s  grad_norm %.3f  %.2f steps/s%s", done, tcfg.num_steps, record["loss"],
                    "  ".join(f"{k} {record[k]:.4f}" for k in model.log_keys), record["grad_norm"],
                    record["steps_per_s"],
@@ -309,6 +405,7 @@ def _train(config, workdir: str, demos: Demos, on_step, evaluate,
                                  "train_wall_s": wall + (t_eval - t0),
                                  **{k: v for k, v in summary.items() if k != "episodes"},
                                  f"max_{best_metric}_so_far": best})
+      writer.evaluation(done, model.inference, summary)
       if new_best:
         checkpoint.save(best_mngr, done, state, normalizer, config_dict)
         logging.info("step %d: new best %s %.3f -> %s", done, best_metric, score, best_mngr.directory)
