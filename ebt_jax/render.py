@@ -6,7 +6,8 @@ r"""Renders camera images into a low-dim robomimic file from its stored states (
 
 For each demo the episode's model (``model_file``) is loaded, every stored state is set in turn and each
 camera is rendered (``ebt_jax.envs.robosuite_env.render_cameras``: upright uint8, as robomimic's image
-datasets store them). The output is the input with ``obs/<camera>_image`` [T, H, W, 3] uint8 added to
+datasets store them), in the child renderer of ``evaluation.offscreen``: the main job renders built-in image
+demos in a process that runs XLA, where Mesa's EGL context returns stale or dark frames. The output is the input with ``obs/<camera>_image`` [T, H, W, 3] uint8 added to
 every demo (gzip, one chunk per frame) and the env_args of an image dataset; everything else is copied
 unchanged. Written to ``<out>.tmp`` and renamed, so a killed run leaves no partial file.
 
@@ -30,6 +31,7 @@ from ebt_jax import cli
 from ebt_jax.data import robomimic_hdf5
 from ebt_jax.envs import robosuite_env
 from ebt_jax.errors import DatasetError
+from ebt_jax.evaluation import offscreen
 
 DEFAULT_IMAGE_KEYS = ("agentview_image", "robot0_eye_in_hand_image")
 
@@ -58,7 +60,12 @@ def render_dataset(in_path: str, out_path: str, image_keys: Sequence[str] = DEFA
       present = [k for k in image_keys if k in g.get("obs", {})]
       if present:
         raise DatasetError(f"{in_path}: demo '{name}' already has image keys {present}")
-    env = robosuite_env.make_env(env_args, offscreen=True)
+    renderer = offscreen.Renderer(env_args)
+    for key in image_keys:
+      if robosuite_env.camera_name(key) not in renderer.cameras:
+        renderer.close()
+        raise ValueError(f"image key {key!r}: the env has no camera {robosuite_env.camera_name(key)!r} "
+                         f"(cameras: {sorted(renderer.cameras)})")
     tmp = out_path + ".tmp"
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     with h5py.File(tmp, "w") as fout:
@@ -70,17 +77,15 @@ def render_dataset(in_path: str, out_path: str, image_keys: Sequence[str] = DEFA
       for name in tqdm.tqdm(names, desc=f"rendering {', '.join(image_keys)}", unit="demo"):
         g = fin["data"][name]
         states = np.asarray(g["states"])
-        frames = {k: np.empty((len(states), height, width, 3), np.uint8) for k in image_keys}
-        robosuite_env.load_model_xml(env, robomimic_hdf5.model_file_of(g))
-        for t, state in enumerate(states):
-          robosuite_env.set_state(env, state)
-          for k, frame in robosuite_env.render_cameras(env, image_keys, height, width).items():
-            frames[k][t] = frame
+        xml = robomimic_hdf5.model_file_of(g)  # loaded once per demo, before its first camera
+        frames = {}
+        for i, k in enumerate(image_keys):
+          frames[k] = renderer.states(xml if i == 0 else None, states, robosuite_env.camera_name(k), (height, width))
         for k, v in frames.items():
           fout["data"][name].create_dataset(f"obs/{k}", data=v, chunks=(1, height, width, 3), compression="gzip",
                                             compression_opts=4)
     os.replace(tmp, out_path)
-  env.close()
+  renderer.close()
   logging.info("wrote %s: %d demos with %s at %dx%d", out_path, len(names), list(image_keys), height, width)
 
 

@@ -161,7 +161,7 @@ def test_image_main_job_renders_demos_trains_and_evaluates(two_demos, tmp_path, 
   on them, and the evaluation renders only the frames decisions see. The diffusion baseline compiles in
   a third of EBT's time; the EBT image model's loss and decisions are tested in tests/test_images.py."""
   from ebt_jax import render  # pylint: disable=g-import-not-at-top
-  from ebt_jax.envs import robosuite_env  # pylint: disable=g-import-not-at-top
+  from ebt_jax.evaluation import robosuite_eval  # pylint: disable=g-import-not-at-top
   keys = ("agentview_image", "robot0_eye_in_hand_image")
   path = str(tmp_path / "img.hdf5")
   render.render_dataset(two_demos, path, keys, height=40, width=44)
@@ -180,11 +180,21 @@ def test_image_main_job_renders_demos_trains_and_evaluates(two_demos, tmp_path, 
   config.sampler.train_steps, config.sampler.train_extra_steps = 2, 1
   config.train.update(batch_size=8, num_steps=2, warmup_steps=1, log_every=1, checkpoint_every=2)
   config.eval.update(num_episodes=1, horizon=16, max_steps_sweep=(2,), every_steps=0)
-  calls = []
-  real = robosuite_env.render_cameras
-  monkeypatch.setattr(robosuite_env, "render_cameras", lambda *a: calls.append(1) or real(*a))
+  calls, frames = [], []
+  real = robosuite_eval.CameraFrames.__call__
+
+  def counted(self):
+    out = real(self)
+    calls.append(1)
+    frames.append(out["agentview_image"])
+    return out
+
+  monkeypatch.setattr(robosuite_eval.CameraFrames, "__call__", counted)
   result = main.run(config, str(tmp_path / "run"))
   assert result["num_episodes"] == 1 and set(result["by_inference"]) == {"ddim-2"}
+  # The decisions saw real frames (the child renderer's; rendered in this process after XLA ran, Mesa's EGL
+  # returns stale, dark ones): the reset frame is the demos' first frame of a reset scene, mean ~219.
+  assert frames[0].shape == (40, 44, 3) and frames[0].mean() > 150, frames[0].mean()
   if not result["episodes"][0]["success"]:
     # A 16-step episode renders the reset frame, then after steps 7, 8 and 15, 16 (the To = 2 before each
     # decision), not at all 16 steps.

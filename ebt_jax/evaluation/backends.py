@@ -46,7 +46,9 @@ def make_evaluator(config, policy: Policy, env_args: dict, video_dir: str | None
   # while the first episodes run).
   renderer = _renderer(env_args, recorder)
   if e.backend == "robosuite":
-    env = robosuite_env.make_env(env_args, horizon=e.horizon, offscreen=bool(policy.cameras))
+    if policy.cameras and renderer is None:  # the observation frames come from the child renderer too
+      renderer = offscreen.Renderer(env_args)
+    env = robosuite_env.make_env(env_args, horizon=e.horizon)
     size = tuple(config.data.get("image_size", (84, 84)))
     return lambda label: robosuite_eval.evaluate(policy, env_args, e.num_episodes, e.horizon, e.seed, rng, label,
                                                  env=env, image_size=size, recorder=recorder, renderer=renderer)

@@ -4,10 +4,14 @@ Receding-horizon action chunking: every Ta env steps the policy sees the last To
 (the first one repeated at the start of an episode) and returns Ta actions, executed open-loop. An
 episode ends at success (robosuite's ``_check_success``) or after ``horizon`` env steps (20 Hz).
 
-A policy with cameras also sees the last To frames of each camera. They are rendered
-(``robosuite_env.render_cameras``; the env needs ``offscreen=True``) only after the env steps whose
-observation the next decision sees (the last To before it), not at every step: with To = 2, Ta = 8, a
-quarter of the frames, the same images (rendering does not change the simulation).
+A policy with cameras also sees the last To frames of each camera. They are rendered only after the env
+steps whose observation the next decision sees (the last To before it), not at every step: with To = 2,
+Ta = 8, a quarter of the frames, the same images (rendering does not change the simulation). By default
+(``CameraFrames``) the child renderer of ``evaluation.offscreen`` draws them from the env's MuJoCo state:
+on Mesa's EGL an offscreen context in a process that runs XLA returns stale or dark frames after the
+first jitted computation (measured: agentview mean pixel 219 before a policy decision, 10-98 after), so
+the evaluating process never renders itself. ``frames_of=InProcessFrames(...)`` renders in this process
+(``robosuite_env.render_cameras``; the env made with ``offscreen=True``), for GL drivers without that fault.
 
 Rollout videos (``video.Recorder``): the recorded episodes (the first ``eval.video_episodes``) log their
 model XML and the MuJoCo state after each env step; ``offscreen.Renderer`` (a child process without JAX)
@@ -32,7 +36,8 @@ from ebt_jax.evaluation.policy import Policy
 
 def run_episode(env, policy: Policy, seed: int, horizon: int, rng: jax.Array,
                 inference: str | None = None, image_size: tuple[int, int] = (84, 84),
-                after_step: Callable[[], None] | None = None) -> EpisodeResult:
+                after_step: Callable[[], None] | None = None,
+                frames_of: Callable[[], dict[str, np.ndarray]] | None = None) -> EpisodeResult:
   """One rollout from the initial state of ``seed``; see the module docstring.
 
   Args:
@@ -44,15 +49,23 @@ def run_episode(env, policy: Policy, seed: int, horizon: int, rng: jax.Array,
     inference: inference label, e.g. "mcmc-2" or "ddim-10" (default ``policy.inference``).
     image_size: (H, W) of the rendered frames (the training frames'; a policy with cameras only).
     after_step: called after each env step (a video's frame grabber), if given.
+    frames_of: a policy with cameras: called after the reset and after the steps a decision sees,
+      -> {image key: [H, W, 3] uint8} of the env's current state (``CameraFrames``, ``InProcessFrames``);
+      default ``InProcessFrames(env, policy.cameras, image_size)``.
 
   Raises:
     KeyError / ValueError: if the env's observations lack a trained key or have another width, or
       the env has no camera a policy's image key names.
+    offscreen.RenderError: the child renderer failed (a policy with cameras cannot be evaluated blind).
   """
   norm = policy.normalizer
   to = policy.model.module.obs_horizon
-  render = lambda: robosuite_env.render_cameras(env, policy.cameras, *image_size) if policy.cameras else {}
+  if policy.cameras and frames_of is None:
+    frames_of = InProcessFrames(env, policy.cameras, image_size)
+  render = frames_of if policy.cameras else dict
   obs = concat_obs(robosuite_env.reset(env, seed), norm.obs_keys, norm.obs_key_dims)
+  if hasattr(render, "new_episode"):
+    render.new_episode()
   history = collections.deque([obs] * to, maxlen=to)
   frames = collections.deque([render()] * to, maxlen=to)
   queue: collections.deque = collections.deque()
@@ -91,27 +104,31 @@ def evaluate(policy: Policy, env_args: Mapping[str, Any], num_episodes: int, hor
     seed: first episode seed (keep it disjoint from the demo seeds).
     rng: PRNG key for the samplers' initial noise.
     inference: inference label (default ``policy.inference``).
-    env: an existing env built from ``env_args`` (reused across calls to save start-up time; for a policy
-      with cameras built with ``offscreen=True``).
-    image_size: (H, W) of the rendered frames (a policy with cameras).
+    env: an existing env built from ``env_args`` (reused across calls to save start-up time; no offscreen
+      renderer needed: frames come from ``renderer``).
+    image_size: (H, W) of the rendered frames (a policy with cameras; drawn by ``renderer``).
     recorder: rollout videos of the first ``recorder.episodes`` episodes (None: no videos); the summary
       then has ``videos``, the files written (``Recorder.relative_path``).
-    renderer: the child renderer of ``env_args`` drawing the recorded episodes (reuse one across calls:
-      it takes seconds to start); default: one started here and ended on return.
+    renderer: the child renderer of ``env_args`` drawing the recorded episodes and a camera policy's
+      observation frames (reuse one across calls: it takes seconds to start); default: one started here
+      and ended on return.
 
   Returns:
     The eval.json fields of ``episodes.summarize`` (+ ``videos`` with a recorder).
   """
-  env = env if env is not None else robosuite_env.make_env(env_args, horizon=horizon, offscreen=bool(policy.cameras))
-  own_renderer = recorder is not None and recorder.enabled and renderer is None and num_episodes > 0
+  env = env if env is not None else robosuite_env.make_env(env_args, horizon=horizon)
+  wants_videos = recorder is not None and recorder.enabled
+  own_renderer = (wants_videos or policy.cameras) and renderer is None and num_episodes > 0
   if own_renderer:
     renderer = offscreen.Renderer(env_args)
+  frames_of = CameraFrames(env, renderer, policy.cameras, image_size) if policy.cameras else None
   label = inference or policy.inference
   results, videos = [], []
   bar = progress.bar(num_episodes, f"eval {label}", "episode")  # a terminal only
   for k in range(num_episodes):
     log = StateLog(env) if recorder is not None and recorder.wants(k) else None
-    results.append(run_episode(env, policy, seed + k, horizon, jax.random.fold_in(rng, k), inference, image_size, log))
+    results.append(run_episode(env, policy, seed + k, horizon, jax.random.fold_in(rng, k), inference, image_size, log,
+                               frames_of))
     progress.advance(bar, k + 1, success=f"{np.mean([r.success for r in results]):.0%}")
     if log is not None:
       frames = recorder.render(lambda log=log: renderer.states(log.model_xml, np.stack(log.states), recorder.camera,
@@ -140,3 +157,37 @@ class StateLog:
     if self.model_xml is None:
       self.model_xml = self.env.model.get_xml()
     self.states.append(robosuite_env.sim_state(self.env))
+
+
+class CameraFrames:
+  """A camera policy's observation frames from the child renderer (``offscreen.Renderer``): each call
+  sends the env's flattened MuJoCo state (and, first in an episode, its model XML: robosuite rebuilds the
+  model at every reset) and returns {image key: [H, W, 3] uint8}, upright as ``render_cameras``'s."""
+
+  def __init__(self, env, renderer: offscreen.Renderer, image_keys, image_size: tuple[int, int]):
+    self.env, self.renderer, self.image_keys, self.size = env, renderer, tuple(image_keys), tuple(image_size)
+    self._xml_sent = False
+
+  def new_episode(self) -> None:
+    """After a reset: the next call sends the episode's model."""
+    self._xml_sent = False
+
+  def __call__(self) -> dict[str, np.ndarray]:
+    state = robosuite_env.sim_state(self.env)[None]
+    out = {}
+    for key in self.image_keys:
+      xml = None if self._xml_sent else self.env.model.get_xml()
+      out[key] = self.renderer.states(xml, state, robosuite_env.camera_name(key), self.size)[0]
+      self._xml_sent = True
+    return out
+
+
+class InProcessFrames:
+  """Observation frames rendered in this process (``robosuite_env.render_cameras``; the env made with
+  ``offscreen=True``): for GL drivers whose offscreen contexts survive XLA in the same process."""
+
+  def __init__(self, env, image_keys, image_size: tuple[int, int]):
+    self.env, self.image_keys, self.size = env, tuple(image_keys), tuple(image_size)
+
+  def __call__(self) -> dict[str, np.ndarray]:
+    return robosuite_env.render_cameras(self.env, self.image_keys, *self.size)
