@@ -1,4 +1,5 @@
-"""robosuite frames for rollout videos, drawn in a child process that never runs JAX.
+"""robosuite frames (rollout videos, a camera policy's observations, ``ebt_jax.render`` dataset frames),
+drawn in a child process that never runs JAX.
 
 Why a child process: on this machine (Mesa EGL, jaxlib 0.10 on CPU), the XLA computations a process runs
 after it created an EGL context leave that context drawing garbage. Measured on robosuite Lift's
