@@ -219,16 +219,8 @@ def _run(config, workdir: str, skip_eval: bool, writer: writers.Writer) -> dict 
   return result
 
 
-class _QuietLibraries:
-  """absl log filter: drops INFO lines from orbax (several per checkpoint) and robosuite resets."""
-
-  def filter(self, record) -> bool:
-    noisy = any(f"{os.sep}{lib}{os.sep}" in record.pathname for lib in ("orbax", "robosuite"))
-    return record.levelno > logging.converter.ABSL_TO_STANDARD[logging.INFO] or not noisy
-
-
 def main(argv):
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  logging.get_absl_handler().addFilter(cli.QuietLibraries())
   del argv  # cli.run refuses positional arguments
   config = _CONFIG.value
   if config is None:

@@ -49,8 +49,9 @@ def run_episode(env, policy: Policy, seed: int, horizon: int, rng: jax.Array,
     inference: inference label, e.g. "mcmc-2" or "ddim-10" (default ``policy.inference``).
     image_size: (H, W) of the rendered frames (the training frames'; a policy with cameras only).
     after_step: called after each env step (a video's frame grabber), if given.
-    frames_of: a policy with cameras: called after the reset and after the steps a decision sees,
-      -> {image key: [H, W, 3] uint8} of the env's current state (``CameraFrames``, ``InProcessFrames``);
+    frames_of: a policy with cameras: ``new_episode()`` after the reset, then called after the reset and
+      after the steps a decision sees, -> {image key: [H, W, 3] uint8} of the env's current state
+      (``CameraFrames``, ``InProcessFrames``);
       default ``InProcessFrames(env, policy.cameras, image_size)``.
 
   Raises:
@@ -64,8 +65,8 @@ def run_episode(env, policy: Policy, seed: int, horizon: int, rng: jax.Array,
     frames_of = InProcessFrames(env, policy.cameras, image_size)
   render = frames_of if policy.cameras else dict
   obs = concat_obs(robosuite_env.reset(env, seed), norm.obs_keys, norm.obs_key_dims)
-  if hasattr(render, "new_episode"):
-    render.new_episode()
+  if policy.cameras:
+    frames_of.new_episode()
   history = collections.deque([obs] * to, maxlen=to)
   frames = collections.deque([render()] * to, maxlen=to)
   queue: collections.deque = collections.deque()
@@ -188,6 +189,9 @@ class InProcessFrames:
 
   def __init__(self, env, image_keys, image_size: tuple[int, int]):
     self.env, self.image_keys, self.size = env, tuple(image_keys), tuple(image_size)
+
+  def new_episode(self) -> None:
+    """After a reset: nothing to do (the env's own context draws its current model)."""
 
   def __call__(self) -> dict[str, np.ndarray]:
     return robosuite_env.render_cameras(self.env, self.image_keys, *self.size)
