@@ -22,6 +22,7 @@ import json
 import os
 from typing import Sequence
 
+import filelock
 import h5py
 import numpy as np
 import tqdm
@@ -99,9 +100,12 @@ def rendered_path(low_dim_path: str, image_keys: Sequence[str], height: int, wid
 def cached_rendered(low_dim_path: str, image_keys: Sequence[str], height: int, width: int) -> str:
   """``rendered_path`` of a (built-in, cached) low-dim file, rendering it first if it is not there yet."""
   path = rendered_path(low_dim_path, image_keys, height, width)
-  if not os.path.exists(path):
-    logging.info("rendering %s into %s (once; ~0.08 s per frame and camera on a CPU)", low_dim_path, path)
-    render_dataset(low_dim_path, path, image_keys, height, width)
+  if os.path.exists(path):
+    return path
+  with filelock.FileLock(path + ".lock"):  # concurrent jobs render it once (see collect.cached_dataset)
+    if not os.path.exists(path):
+      logging.info("rendering %s into %s (once; ~0.08 s per frame and camera on a CPU)", low_dim_path, path)
+      render_dataset(low_dim_path, path, image_keys, height, width)
   return path
 
 

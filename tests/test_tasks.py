@@ -215,3 +215,28 @@ def test_a_missed_grasp_starts_again_from_the_approach():
     o = dict(obs, robot0_gripper_qpos=np.array([width / 2, -width / 2]))
     _, nxt = square.TASK.expert.step(square.EXPERT_CONFIG, state, o, np)
     assert int(nxt.phase) == phase, (width, int(nxt.phase))
+
+
+def test_jobs_started_together_collect_the_built_in_demos_once(tmp_path, monkeypatch):
+  """Two jobs (EBT beside DP, two seeds) asking for the same not-yet-collected demos: one collects, the other
+  waits for it and reads its file (without the lock both collected into the same temporary file)."""
+  import threading  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  calls = []
+
+  def slow_collect(task, num_demos, out, seed, **kwargs):
+    calls.append(out)
+    time.sleep(1.0)
+    with open(out, "w") as f:
+      f.write(f"{task} {num_demos} {seed} {kwargs}")
+
+  monkeypatch.setattr(collect, "collect", slow_collect)
+  paths = []
+  jobs = [threading.Thread(target=lambda: paths.append(collect.cached_dataset("can", 3, 0, 0.2, str(tmp_path))))
+          for _ in range(2)]
+  for j in jobs:
+    j.start()
+  for j in jobs:
+    j.join()
+  assert len(calls) == 1 and paths == [calls[0]] * 2
+  assert os.path.exists(calls[0])
