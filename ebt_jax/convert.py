@@ -29,10 +29,10 @@ from typing import Any, Mapping
 
 import h5py
 import numpy as np
-import tqdm
 from absl import flags, logging
 
 from ebt_jax import cli
+from ebt_jax import progress as progress_bars
 from ebt_jax.data.robomimic_hdf5 import RawDemo, open_demo_file, train_valid_masks, write_demos
 from ebt_jax.envs import robosuite_env
 from ebt_jax.errors import ConfigError, DatasetError
@@ -280,7 +280,7 @@ def convert_robosuite(in_path: str | os.PathLike[str], out_path: str | os.PathLi
     out_path: the robomimic file to write (replaced if it exists).
     reward_shaping: robosuite's dense shaped rewards instead of sparse 0/1 success rewards
       (robomimic's ``dataset_states_to_obs.py --shaped``).
-    progress: show a tqdm bar over demos.
+    progress: show a tqdm bar over demos (on a terminal only, ``ebt_jax.progress``).
 
   Returns:
     ``out_path``.
@@ -305,10 +305,12 @@ def convert_robosuite(in_path: str | os.PathLike[str], out_path: str | os.PathLi
     raise DatasetError(f"{in_path}: demo '{demos[0].name}' key 'actions' has shape {demos[0].actions.shape}, "
                        f"expected [T, {action_dim}] for the env of 'env' / 'env_info'")
   converted, successes = [], 0
-  for demo in tqdm.tqdm(demos, desc="convert robosuite demos", unit="demo", disable=not progress):
-    raw, succeeded = replay_demo(env, demo, in_path)
-    converted.append(raw)
-    successes += succeeded
+  with progress_bars.bar(len(demos), "convert robosuite demos", "demo", enabled=progress) as bar:
+    for demo in demos:
+      raw, succeeded = replay_demo(env, demo, in_path)
+      converted.append(raw)
+      successes += succeeded
+      progress_bars.advance(bar, len(converted))
   env.close()
   write_demos(out_path, converted, env_args, train_valid_masks(len(converted)))
   steps = sum(len(d.actions) for d in converted)

@@ -25,10 +25,9 @@ from typing import Sequence
 import filelock
 import h5py
 import numpy as np
-import tqdm
 from absl import flags, logging
 
-from ebt_jax import cli
+from ebt_jax import cli, progress
 from ebt_jax.data import robomimic_hdf5
 from ebt_jax.envs import robosuite_env
 from ebt_jax.errors import DatasetError
@@ -75,16 +74,18 @@ def render_dataset(in_path: str, out_path: str, image_keys: Sequence[str] = DEFA
       for key, value in fin.attrs.items():
         fout.attrs[key] = value
       fout["data"].attrs["env_args"] = json.dumps(robosuite_env.camera_env_args(env_args, image_keys, height, width))
-      for name in tqdm.tqdm(names, desc=f"rendering {', '.join(image_keys)}", unit="demo"):
-        g = fin["data"][name]
-        states = np.asarray(g["states"])
-        xml = robomimic_hdf5.model_file_of(g)  # loaded once per demo, before its first camera
-        frames = {}
-        for i, k in enumerate(image_keys):
-          frames[k] = renderer.states(xml if i == 0 else None, states, robosuite_env.camera_name(k), (height, width))
-        for k, v in frames.items():
-          fout["data"][name].create_dataset(f"obs/{k}", data=v, chunks=(1, height, width, 3), compression="gzip",
-                                            compression_opts=4)
+      with progress.bar(len(names), f"rendering {', '.join(image_keys)}", "demo") as bar:
+        for done, name in enumerate(names, 1):
+          g = fin["data"][name]
+          states = np.asarray(g["states"])
+          xml = robomimic_hdf5.model_file_of(g)  # loaded once per demo, before its first camera
+          frames = {}
+          for i, k in enumerate(image_keys):
+            frames[k] = renderer.states(xml if i == 0 else None, states, robosuite_env.camera_name(k), (height, width))
+          for k, v in frames.items():
+            fout["data"][name].create_dataset(f"obs/{k}", data=v, chunks=(1, height, width, 3), compression="gzip",
+                                              compression_opts=4)
+          progress.advance(bar, done)
     os.replace(tmp, out_path)
   renderer.close()
   logging.info("wrote %s: %d demos with %s at %dx%d", out_path, len(names), list(image_keys), height, width)
