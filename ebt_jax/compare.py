@@ -102,23 +102,50 @@ def read_run(workdir: str, metric: str) -> dict:
           "curve": sorted(curve, key=lambda r: r["step"])}
 
 
-def _without_seed(config: dict) -> str:
-  return json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True)
+def _flat(config: dict, prefix: str = "") -> dict:
+  """{"model.width": 64, ...}: a saved (nested) config as dotted keys."""
+  out = {}
+  for k, v in config.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def _same_but_seed(a: dict, b: dict) -> bool:
+  """Flat configs equal on every key both have, ``seed`` aside (a key only one has was added to the config
+  after the other run: see ``seed_groups``)."""
+  return all(a[k] == b[k] for k in a.keys() & b.keys() if k != "seed")
 
 
 def seed_groups(runs: list[dict]) -> list[list[dict]]:
   """Runs whose saved configs are equal but for ``seed``, in order of first appearance; a run without a
-  config is alone. Raises WorkdirError if one group holds the same seed twice (a run listed twice)."""
-  groups: dict[str, list[dict]] = {}
-  for i, run in enumerate(runs):
-    key = _without_seed(run["config"]) if run.get("config") else f"run {i}"
-    groups.setdefault(key, []).append(run)
-  for group in groups.values():
+  config is alone. A field that some runs' configs lack (added to ebt-jax after they ran: e.g. video or
+  image settings) does not split a group; ``aggregate`` lists such fields as
+  ``config_keys_not_in_every_run``. Raises WorkdirError if one group holds the same seed twice (a run listed
+  twice)."""
+  groups: list[list[dict]] = []
+  for run in runs:
+    flat = _flat(run["config"]) if run.get("config") else None
+    for group in groups:
+      first = group[0].get("config")
+      if flat is not None and first and _same_but_seed(flat, _flat(first)):
+        group.append(run)
+        break
+    else:
+      groups.append([run])
+  for group in groups:
     seeds = [r["seed"] for r in group]
     if len(set(seeds)) != len(seeds):
       raise WorkdirError(f"runs {[r['workdir'] for r in group]} have the same config and seeds {seeds}: "
                          "list each run once")
-  return list(groups.values())
+  return groups
+
+
+def _keys_not_in_every_run(group: list[dict]) -> list[str]:
+  flats = [set(_flat(r["config"])) for r in group if r.get("config")]
+  return sorted(set.union(*flats) - set.intersection(*flats)) if flats else []
 
 
 def summarize_seeds(values: list[float], metric: str, num_episodes: list[int] | None = None) -> dict:
@@ -177,7 +204,8 @@ def aggregate(group: list[dict], metric: str) -> dict:
   bests = [r.get("best_over_training") for r in group]
   return {"name": _group_name(group), "policy": group[0]["policy"], "seeds": [r["seed"] for r in group],
           "workdirs": [r["workdir"] for r in group], "by_inference": by_inference, "curve": curve,
-          "best_over_training": summarize_seeds(bests, metric) if all(b is not None for b in bests) else None}
+          "best_over_training": summarize_seeds(bests, metric) if all(b is not None for b in bests) else None,
+          "config_keys_not_in_every_run": _keys_not_in_every_run(group)}
 
 
 def compare(workdirs, out: str, metric: str = "success_rate") -> dict:
@@ -210,6 +238,9 @@ def main(argv):
     best = group["best_over_training"]
     print(f"\n{group['name']}: seeds {group['seeds']}" + (
         f"; max over evaluations {best[metric]:.3f} +- {best[f'{metric}_std']:.3f}" if best else ""))
+    if group["config_keys_not_in_every_run"]:
+      print(f"  config fields only some seeds' runs have (added later; not compared): "
+            f"{', '.join(group['config_keys_not_in_every_run'])}")
     for label, s in group["by_inference"].items():
       pooled = "  pooled 95% CI [{:.2f}, {:.2f}]".format(*s["success_rate_ci95"]) if "success_rate_ci95" in s else ""
       print(f"  {label:<10} {metric} {s[metric]:.3f} +- {s[f'{metric}_std']:.3f} (per seed "

@@ -116,7 +116,9 @@ def test_comparison_aggregates_runs_that_differ_only_in_seed(tmp_path):
     _write_run(workdir, "ebt", {"mcmc-2": rate, "mcmc-20": rate - 0.5}, [(50, 1.0, rate - 0.2, 60.0), (100, 2.0, rate, 120.0)])
     with open(os.path.join(workdir, "eval.json")) as f:
       result = json.load(f)
-    result.update(config=dict(config, seed=seed),
+    # Seed 2 ran after ebt-jax gained a config field: it still joins the others' group (and is reported).
+    extra = {"eval": {"video_episodes": 2}} if seed == 2 else {}
+    result.update(config=dict(config, seed=seed, **extra),
                   best_over_training={"metric": "success_rate", "value": rate, "step": 100})
     with open(os.path.join(workdir, "eval.json"), "w") as f:
       json.dump(result, f)
@@ -131,6 +133,8 @@ def test_comparison_aggregates_runs_that_differ_only_in_seed(tmp_path):
   assert [g["seeds"] for g in result["groups"]] == [[0, 1, 2], [0]]
   group = result["groups"][0]
   assert group["name"] == "ebt (lift_teleop, 3 seeds)" and group["workdirs"] == runs
+  assert group["config_keys_not_in_every_run"] == ["eval.video_episodes"]
+  assert result["groups"][1]["config_keys_not_in_every_run"] == []
   s = group["by_inference"]["mcmc-2"]
   np.testing.assert_allclose([s["success_rate"], s["success_rate_std"]], [0.8, 0.1])
   assert s["success_rate_per_seed"] == [0.9, 0.8, 0.7] and s["num_seeds"] == 3 and s["num_episodes"] == 150
