@@ -89,7 +89,8 @@ def dataset_path(config) -> str:
                                 config.data.action_noise, config.data.cache_dir, config.data.collect_backend,
                                 config.data.get("demo_style", "scripted"))
   if config.data.get("image_keys", ()):  # the built-in demos' frames, rendered once from their states
-    path = render.cached_rendered(path, config.data.image_keys, *config.data.image_size)
+    path = render.cached_rendered(path, config.data.image_keys, *config.data.image_size,
+                                  reflections=config.data.get("render_reflections", True))
   return path
 
 

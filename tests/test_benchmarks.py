@@ -1,6 +1,7 @@
 """The train-step benchmark (ebt_jax.benchmarks.step_timing): it times the trainer's own jitted step, splits it into parts, and its variants
 really change the step (remat: less memory)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -67,3 +68,18 @@ def test_every_module_imports_beside_every_other():
                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert done.returncode == 0, done.stderr[-3000:]
   assert int(done.stdout.split()[-1]) > 40  # the walk saw the package, not an empty path
+
+
+def test_render_speed_times_both_settings_and_reports_the_difference(tmp_path):
+  """The render benchmark's CLI (a fresh process: drawn before any XLA ran) times every round of both
+  settings and finds the agentview without reflections different (the table's reflection is gone)."""
+  out = tmp_path / "render.json"
+  proc = subprocess.run([sys.executable, "-m", "ebt_jax.benchmarks.render_speed", "--states=2", "--rounds=2",
+                         "--size=32", "--image_keys=agentview_image", f"--out={out}"],
+                        capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  with open(out) as f:
+    result = json.load(f)
+  assert [len(result["ms_per_state"][k]) for k in ("reflections", "no_reflections")] == [2, 2]
+  assert all(t > 0 for times in result["ms_per_state"].values() for t in times)
+  assert result["difference"]["agentview_image"]["mean_abs"] > 0

@@ -156,6 +156,34 @@ def test_rendered_frames_are_robosuites_camera_observations_upright(two_demos):
     np.testing.assert_array_equal(frames[k], obs[k])
 
 
+def test_frames_rendered_without_reflections_are_marked_and_evaluation_draws_them_so(two_demos, tmp_path):
+  """``render --noreflections`` (the CPU image configs' built-in demos) records the setting in the file's
+  env_args; the child renderer evaluation uses, given those env_args, draws the file's frames exactly, and
+  with robomimic's default (reflections on) draws other ones."""
+  from ebt_jax import render  # pylint: disable=g-import-not-at-top
+  from ebt_jax.envs import robosuite_env  # pylint: disable=g-import-not-at-top
+  from ebt_jax.evaluation import offscreen  # pylint: disable=g-import-not-at-top
+  key = "agentview_image"
+  path = render.rendered_path(two_demos, (key,), 40, 44, reflections=False)
+  assert path.endswith("_img40x44_agentview_noreflect.hdf5") and path != render.rendered_path(two_demos, (key,), 40, 44)
+  render.render_dataset(two_demos, path, (key,), height=40, width=44, reflections=False)
+  with h5py.File(path) as f:
+    env_args = json.loads(f["data"].attrs["env_args"])
+    stored = f["data/demo_0/obs"][key][:2]
+    states, xml = f["data/demo_0/states"][:2], f["data/demo_0"].attrs["model_file"]
+  assert env_args[robosuite_env.RENDER_KEY] == {"reflections": False}
+  assert not robosuite_env.render_reflections(env_args)
+  assert robosuite_env.render_reflections({k: v for k, v in env_args.items() if k != robosuite_env.RENDER_KEY})
+  frames = {}
+  for name, args in (("as_file", env_args), ("reflections", {k: v for k, v in env_args.items()
+                                                             if k != robosuite_env.RENDER_KEY})):
+    renderer = offscreen.Renderer(args)
+    frames[name] = renderer.states(xml, states, "agentview", (40, 44))
+    renderer.close()
+  np.testing.assert_array_equal(frames["as_file"], stored)
+  assert np.abs(frames["reflections"].astype(float) - stored).mean() > 0.05
+
+
 def test_image_main_job_renders_demos_trains_and_evaluates(two_demos, tmp_path, monkeypatch):
   """configs/lift.py:image, shrunk: ebt_jax.render adds the frames from the demos' states, the job trains
   on them, and the evaluation renders only the frames decisions see. The diffusion baseline compiles in

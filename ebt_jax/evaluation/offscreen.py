@@ -43,11 +43,13 @@ class CameraError(RenderError, ValueError):
   """The camera to render is not one of the env's."""
 
 
-def render_states(env, states: np.ndarray, camera: str, size: tuple[int, int], model_xml: str | None = None) -> np.ndarray:
+def render_states(env, states: np.ndarray, camera: str, size: tuple[int, int], model_xml: str | None = None,
+                  reflections: bool = True) -> np.ndarray:
   """Frames of flattened MuJoCo states: [T, 1 + nq + nv] -> [T, H, W, 3] uint8 (in this process).
 
   ``model_xml``: the episode's model, loaded first (``robosuite_env.load_model_xml``); None keeps the
-  env's. Each state is set (``set_state_from_flattened``), ``sim.forward()``, ``camera`` rendered.
+  env's. Each state is set (``set_state_from_flattened``), ``sim.forward()``, ``camera`` rendered
+  (``reflections``: ``robosuite_env.render_cameras``).
 
   Raises:
     ValueError: states of another width than the model's, or no such camera.
@@ -64,12 +66,12 @@ def render_states(env, states: np.ndarray, camera: str, size: tuple[int, int], m
   for state in states:
     sim.set_state_from_flattened(state)
     sim.forward()
-    frames.append(robosuite_env.render_cameras(env, (key,), *size)[key])
+    frames.append(robosuite_env.render_cameras(env, (key,), *size, reflections=reflections)[key])
   return np.stack(frames) if frames else np.zeros((0, size[0], size[1], 3), np.uint8)
 
 
 def render_qpos(env, qpos: np.ndarray, cube_half_size: np.ndarray | None, camera: str,
-                size: tuple[int, int]) -> np.ndarray:
+                size: tuple[int, int], reflections: bool = True) -> np.ndarray:
   """Frames of joint positions [T, nq] (e.g. MJX Lift's ``Rollouts.qpos``) -> [T, H, W, 3] uint8 (in this
   process). ``cube_half_size`` [3] (m) is set on Lift's cube geoms first (collision and visual); velocities
   are zero. The env must have been reset once (a model loaded).
@@ -91,7 +93,7 @@ def render_qpos(env, qpos: np.ndarray, cube_half_size: np.ndarray | None, camera
     sim.data.qpos[:] = q
     sim.data.qvel[:] = 0.0
     sim.forward()
-    frames.append(robosuite_env.render_cameras(env, (key,), *size)[key])
+    frames.append(robosuite_env.render_cameras(env, (key,), *size, reflections=reflections)[key])
   return np.stack(frames) if frames else np.zeros((0, size[0], size[1], 3), np.uint8)
 
 
@@ -102,7 +104,8 @@ class Renderer:
   the first request waits for it. The child exits when ``close`` is called or this object is collected.
 
   Attributes:
-    env_args: robomimic env description of the env the child makes (the dataset's ``env_args``).
+    env_args: robomimic env description of the env the child makes (the dataset's ``env_args``; its
+      render settings, ``robosuite_env.render_reflections``, apply to every frame).
   """
 
   def __init__(self, env_args: Mapping[str, Any]):
@@ -205,7 +208,7 @@ def _shut_down(proc, send, recv, stderr) -> None:
 
 def _serve(requests: connection.Connection, replies: connection.Connection) -> None:
   """The child's loop: one reply per request until "close" or the end of the stream."""
-  env = None
+  env, reflections = None, True
   while True:
     try:
       request = requests.recv()
@@ -218,15 +221,16 @@ def _serve(requests: connection.Connection, replies: connection.Connection) -> N
       if name == "init":
         from ebt_jax.envs import robosuite_env  # pylint: disable=g-import-not-at-top
         env = robosuite_env.make_env(args[0], offscreen=True)
+        reflections = robosuite_env.render_reflections(args[0])
         robosuite_env.reset(env, 0)  # a model loaded (MJX's qpos requests draw into it)
         value = list(env.sim.model.camera_names)
       elif env is None:
         raise RenderError("the renderer's env was not made")
       elif name == "states":
         states, camera, size, model_xml = args
-        value = render_states(env, states, camera, size, model_xml)
+        value = render_states(env, states, camera, size, model_xml, reflections)
       elif name == "qpos":
-        value = render_qpos(env, *args)
+        value = render_qpos(env, *args, reflections=reflections)
       else:
         raise ValueError(f"unknown request {name!r}")
       replies.send(("ok", value))

@@ -187,11 +187,12 @@ class InProcessFrames:
   """Observation frames rendered in this process (``robosuite_env.render_cameras``; the env made with
   ``offscreen=True``): for GL drivers whose offscreen contexts survive XLA in the same process."""
 
-  def __init__(self, env, image_keys, image_size: tuple[int, int]):
+  def __init__(self, env, image_keys, image_size: tuple[int, int], reflections: bool = True):
     self.env, self.image_keys, self.size = env, tuple(image_keys), tuple(image_size)
+    self.reflections = reflections  # robosuite_env.render_reflections(the dataset's env_args)
 
   def new_episode(self) -> None:
     """After a reset: nothing to do (the env's own context draws its current model)."""
 
   def __call__(self) -> dict[str, np.ndarray]:
-    return robosuite_env.render_cameras(self.env, self.image_keys, *self.size)
+    return robosuite_env.render_cameras(self.env, self.image_keys, *self.size, reflections=self.reflections)
