@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 
-import filelock
 import numpy as np
 from absl import flags, logging
 
@@ -177,23 +176,19 @@ def cached_dataset(task: str, num_demos: int, seed: int, action_noise: float, ca
   """Path of the built-in dataset in the cache, collecting it first (with ``backend``) if it is not there yet.
 
   The file name holds every setting the file depends on (``<task>_<style>[_mjx]_n<N>_seed<S>_noise<X>.hdf5``).
-  Concurrent callers (processes or threads) collect it once: ``<file>.lock`` (``filelock``) is held while
-  collecting, and a caller that waited on it reads the file the other wrote.
+  Concurrent callers (processes or threads) collect it once (``paths.make_once``: ``<file>.lock``).
   """
   tag = "" if backend == "robosuite" else f"_{backend}"
   name = f"{task}_{style}{tag}_n{num_demos}_seed{seed}_noise{action_noise:g}.hdf5"
   path = os.path.join(cache_dir or default_cache_dir(), name)
-  if os.path.exists(path):
-    return path
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  # Jobs started together (two seeds, EBT beside DP) collect the file once: the first holds the lock
-  # while it collects, the others wait for it and read its file. The OS drops the lock of a killed job.
-  with filelock.FileLock(path + ".lock"):
-    if not os.path.exists(path):
-      logging.info("no dataset given (config.data.path): collecting %d scripted %s demos into %s",
-                   num_demos, task, path)
-      collect(task, num_demos, path, seed, action_noise=action_noise, backend=backend, style=style)
-  return path
+
+  def make():
+    logging.info("no dataset given (config.data.path): collecting %d scripted %s demos into %s",
+                 num_demos, task, path)
+    collect(task, num_demos, path, seed, action_noise=action_noise, backend=backend, style=style)
+
+  # Jobs started together (two seeds, EBT beside DP) collect the file once (paths.make_once's lock).
+  return paths.make_once(path, make)
 
 
 def main(argv):

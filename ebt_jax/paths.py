@@ -20,7 +20,9 @@ import os
 import re
 import tempfile
 import uuid
+from typing import Callable
 
+import filelock
 from etils import epath
 
 # The object stores epath reaches (through fsspec: gcsfs, s3fs, adlfs, huggingface_hub).
@@ -54,6 +56,26 @@ def path(p: epath.PathLike) -> epath.Path:
     raise ValueError(f"'{os.fspath(p)}': unsupported URI scheme '{found}://' (a local path or one of "
                      f"{', '.join(s + '://' for s in URI_SCHEMES)})")
   return epath.Path(os.fspath(p))
+
+
+def make_once(file: str, make: Callable[[], None]) -> str:
+  """``file`` (a local path), calling ``make()`` to write it first if it does not exist yet; returns ``file``.
+
+  Callers in several processes or threads make it once: ``make`` runs while ``<file>.lock`` (``filelock``)
+  is held, and a caller that waited on the lock finds the file the first one wrote. ``make`` must write
+  ``file`` atomically (e.g. a temporary file renamed), so that a killed maker leaves none; the OS drops a
+  killed process's lock. The parent directory is created.
+
+  Raises:
+    whatever ``make`` raises (the lock is released).
+  """
+  if os.path.exists(file):
+    return file
+  os.makedirs(os.path.dirname(os.path.abspath(file)), exist_ok=True)
+  with filelock.FileLock(file + ".lock"):
+    if not os.path.exists(file):
+      make()
+  return file
 
 
 def write_atomic(p: epath.PathLike, text: str) -> None:

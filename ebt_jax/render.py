@@ -22,12 +22,11 @@ import json
 import os
 from typing import Sequence
 
-import filelock
 import h5py
 import numpy as np
 from absl import flags, logging
 
-from ebt_jax import cli, progress
+from ebt_jax import cli, paths, progress
 from ebt_jax.data import robomimic_hdf5
 from ebt_jax.envs import robosuite_env
 from ebt_jax.errors import DatasetError
@@ -109,13 +108,12 @@ def cached_rendered(low_dim_path: str, image_keys: Sequence[str], height: int, w
                     reflections: bool = True) -> str:
   """``rendered_path`` of a (built-in, cached) low-dim file, rendering it first if it is not there yet."""
   path = rendered_path(low_dim_path, image_keys, height, width, reflections)
-  if os.path.exists(path):
-    return path
-  with filelock.FileLock(path + ".lock"):  # concurrent jobs render it once (see collect.cached_dataset)
-    if not os.path.exists(path):
-      logging.info("rendering %s into %s (once; ~0.08 s per frame and camera on a CPU)", low_dim_path, path)
-      render_dataset(low_dim_path, path, image_keys, height, width, reflections)
-  return path
+
+  def make():
+    logging.info("rendering %s into %s (once; ~0.08 s per frame and camera on a CPU)", low_dim_path, path)
+    render_dataset(low_dim_path, path, image_keys, height, width, reflections)
+
+  return paths.make_once(path, make)  # concurrent jobs render it once
 
 
 def main(argv):
