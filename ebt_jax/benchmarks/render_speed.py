@@ -5,10 +5,11 @@ r"""What a robosuite camera frame costs to draw, with and without MuJoCo's refle
 
 Makes the task's env with the offscreen renderer (MuJoCo's GL context: EGL by default, software Mesa on a
 machine without a GPU), takes ``--states`` states of a random-action episode and draws every camera of
-each (``robosuite_env.render_cameras``), alternating reflections on / off for ``--rounds`` rounds so that
-both settings see the same machine load. Reports milliseconds per state (all cameras) per round, and per
-camera how far the frames without reflections are from robomimic's look (mean |difference| of uint8
-values, share of values more than 8 apart). Prints JSON (and writes it with ``--out``).
+each with ``offscreen.render_states`` (the drawing code of ``ebt_jax.render`` and of the evaluations),
+alternating reflections on / off for ``--rounds`` rounds so that both settings see the same machine load.
+Reports milliseconds per state (all cameras) per round, and per camera how far the frames without
+reflections are from robomimic's look (mean |difference| of uint8 values, share of values more than 8
+apart). Prints JSON (and writes it with ``--out``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from absl import flags
 from ebt_jax import cli, jsonio, tasks
 from ebt_jax.benchmarks.common import device_description
 from ebt_jax.envs import robosuite_env
+from ebt_jax.evaluation import offscreen
 
 
 def define_flags():
@@ -41,7 +43,7 @@ def measure(task: str, image_keys, size: int, num_states: int, rounds: int, seed
   """{"ms_per_state": {"reflections": [per round], "no_reflections": [...]}, "difference": {key: {...}}}.
 
   Raises:
-    ValueError: an image key naming no camera of the env (``render_cameras``).
+    ValueError: an image key naming no camera of the env (``robosuite_env.render_cameras``).
   """
   env = robosuite_env.make_env(tasks.get_task(task).env_args(), offscreen=True)
   robosuite_env.reset(env, seed)
@@ -50,13 +52,14 @@ def measure(task: str, image_keys, size: int, num_states: int, rounds: int, seed
   for _ in range(num_states):
     env.step(rng.uniform(-1, 1, env.action_spec[0].shape))
     states.append(robosuite_env.sim_state(env))
+  states = np.stack(states)  # [T, 1 + nq + nv]
 
-  def draw(reflections: bool) -> tuple[float, list[dict]]:
-    frames, start = [], time.perf_counter()
-    for state in states:
-      env.sim.set_state_from_flattened(state)
-      env.sim.forward()
-      frames.append(robosuite_env.render_cameras(env, image_keys, size, size, reflections=reflections))
+  def draw(reflections: bool) -> tuple[float, dict[str, np.ndarray]]:
+    """Every camera of every state as ``ebt_jax.render`` and the evaluations draw them (one camera at a
+    time, ``offscreen.render_states``): (ms per state, {key: [T, H, W, 3] uint8})."""
+    start = time.perf_counter()
+    frames = {key: offscreen.render_states(env, states, robosuite_env.camera_name(key), (size, size),
+                                           reflections=reflections) for key in image_keys}
     return (time.perf_counter() - start) / len(states) * 1e3, frames
 
   draw(True)  # the context's first frames (shader compilation) are not timed
@@ -68,8 +71,7 @@ def measure(task: str, image_keys, size: int, num_states: int, rounds: int, seed
     times["no_reflections"].append(ms)
   difference = {}
   for key in image_keys:
-    a = np.stack([f[key] for f in with_refl]).astype(np.int16)
-    b = np.stack([f[key] for f in without]).astype(np.int16)
+    a, b = with_refl[key].astype(np.int16), without[key].astype(np.int16)
     difference[key] = {"mean_abs": float(np.abs(a - b).mean()), "share_over_8": float((np.abs(a - b) > 8).mean())}
   env.close()
   return {"ms_per_state": times, "median_ms_per_state": {k: float(np.median(v)) for k, v in times.items()},
