@@ -126,15 +126,16 @@ def seed_groups(runs: list[dict]) -> list[list[dict]]:
   ``config_keys_not_in_every_run``. Raises WorkdirError if one group holds the same seed twice (a run listed
   twice)."""
   groups: list[list[dict]] = []
+  firsts: list[dict | None] = []  # each group's first run's flat config (None: a run without a config)
   for run in runs:
     flat = _flat(run["config"]) if run.get("config") else None
-    for group in groups:
-      first = group[0].get("config")
-      if flat is not None and first and _same_but_seed(flat, _flat(first)):
+    for group, first in zip(groups, firsts):
+      if flat is not None and first is not None and _same_but_seed(flat, first):
         group.append(run)
         break
     else:
       groups.append([run])
+      firsts.append(flat)
   for group in groups:
     seeds = [r["seed"] for r in group]
     if len(set(seeds)) != len(seeds):

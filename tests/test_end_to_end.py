@@ -171,12 +171,12 @@ def test_frames_rendered_without_reflections_are_marked_and_evaluation_draws_the
     env_args = json.loads(f["data"].attrs["env_args"])
     stored = f["data/demo_0/obs"][key][:2]
     states, xml = f["data/demo_0/states"][:2], f["data/demo_0"].attrs["model_file"]
+  unmarked = {k: v for k, v in env_args.items() if k != robosuite_env.RENDER_KEY}  # as robomimic's files
   assert env_args[robosuite_env.RENDER_KEY] == {"reflections": False}
   assert not robosuite_env.render_reflections(env_args)
-  assert robosuite_env.render_reflections({k: v for k, v in env_args.items() if k != robosuite_env.RENDER_KEY})
+  assert robosuite_env.render_reflections(unmarked)
   frames = {}
-  for name, args in (("as_file", env_args), ("reflections", {k: v for k, v in env_args.items()
-                                                             if k != robosuite_env.RENDER_KEY})):
+  for name, args in (("as_file", env_args), ("reflections", unmarked)):
     renderer = offscreen.Renderer(args)
     frames[name] = renderer.states(xml, states, "agentview", (40, 44))
     renderer.close()
