@@ -32,7 +32,7 @@ from scipy import stats
 
 from ebt_jax import cli, jsonio, paths
 from ebt_jax.errors import WorkdirError
-from ebt_jax.evaluation import plots
+from ebt_jax.evaluation import episodes, plots
 from ebt_jax.evaluation.episodes import wilson_ci95
 
 _RUNS = flags.DEFINE_list("runs", None, "Run directories (each with eval.json; eval_curve.jsonl optional).",
@@ -68,13 +68,7 @@ def read_run(workdir: str, metric: str) -> dict:
       lacks ``by_inference`` / ``metric`` (a run from before the policy switch) or a curve record lacks
       ``epoch`` / ``metric``.
   """
-  path = os.path.join(workdir, "eval.json")  # the user's spelling, for messages (a local path or a URI)
-  if not paths.path(path).exists():
-    raise WorkdirError(f"{path}: no such file (has the run in {workdir} finished its evaluation?)")
-  try:
-    result = json.loads(paths.path(path).read_text())
-  except json.JSONDecodeError as e:
-    raise WorkdirError(f"{path}: not valid JSON ({e})") from e
+  path, result = episodes.read_eval_json(workdir)
   for key in ("by_inference", "policy", metric):
     if key not in result:
       raise WorkdirError(f"{path} has no '{key}' (re-run the evaluation with this version of ebt_jax.main)")

@@ -1,5 +1,5 @@
-"""The train-step benchmark (ebt_jax.benchmarks.step_timing): it times the trainer's own jitted step, splits it into parts, and its variants
-really change the step (remat: less memory)."""
+"""The benchmarks: the train-step benchmark (ebt_jax.benchmarks.step_timing) times the trainer's own jitted step, splits it into
+parts, and its variants really change the step (remat: less memory); the render and energy-uncertainty benchmarks report what they measure."""
 
 import json
 import os
@@ -9,8 +9,10 @@ import sys
 import pytest
 
 from configs import lift
-from ebt_jax.benchmarks import step_timing
-from ebt_jax.errors import ConfigError
+from ebt_jax import jsonio
+from ebt_jax.benchmarks import energy_uncertainty, step_timing
+from ebt_jax.errors import ConfigError, WorkdirError
+from ebt_jax.evaluation import episodes
 from ebt_jax.training import trainer
 
 
@@ -83,3 +85,48 @@ def test_render_speed_times_both_settings_and_reports_the_difference(tmp_path):
   assert [len(result["ms_per_state"][k]) for k in ("reflections", "no_reflections")] == [2, 2]
   assert all(t > 0 for times in result["ms_per_state"].values() for t in times)
   assert result["difference"]["agentview_image"]["mean_abs"] > 0
+
+
+def test_energy_failure_auroc_ranks_failed_against_successful_episodes():
+  eps = [{"energy": [1.0, 2.0], "success": False}, {"energy": [0.0, 0.0], "success": True},
+         {"energy": [3.0], "success": False}, {"energy": [-1.0, 5.0], "success": True}]
+  # Means: failed 1.5, 3.0; successful 0.0, 2.0 -> 3 of the 4 (failed, successful) pairs ordered.
+  assert episodes.energy_failure_auroc(eps) == pytest.approx(0.75)
+  # First decision only: failed 1, 3 against 0, -1: every pair ordered.
+  assert episodes.energy_failure_auroc(eps, first_decisions=1) == pytest.approx(1.0)
+  flipped = [{**e, "success": not e["success"]} for e in eps]
+  assert episodes.energy_failure_auroc(flipped) == pytest.approx(0.25)
+  ties = [{"energy": [0.5], "success": s} for s in (True, False, True, False)]
+  assert episodes.energy_failure_auroc(ties) == pytest.approx(0.5)
+  assert episodes.energy_failure_auroc([e for e in eps if e["success"]]) is None  # one class: undefined
+  with pytest.raises(ValueError, match="first_decisions"):
+    episodes.energy_failure_auroc(eps, first_decisions=-1)
+  with pytest.raises(ValueError, match="energy"):
+    episodes.energy_failure_auroc([{"energy": None, "success": True}, *eps])
+  summary = episodes.summarize([episodes.EpisodeResult(i, e["success"], 10, [2] * len(e["energy"]), e["energy"])
+                                for i, e in enumerate(eps)])
+  assert summary["energy_failure_auroc"] == pytest.approx(0.75)
+  assert "energy failure AUROC 0.75" in episodes.describe(summary)
+  diffusion = episodes.summarize([episodes.EpisodeResult(0, True, 10, [100], None)])
+  assert "energy_failure_auroc" not in diffusion
+
+
+def test_energy_uncertainty_benchmark_reads_runs_and_refuses_runs_without_energies(tmp_path):
+  ebt, dp = tmp_path / "ebt", tmp_path / "dp"
+  ebt.mkdir(), dp.mkdir()
+  # Failed episodes: the same energy as the successful ones for 4 decisions, then higher.
+  records = ([{"success": True, "energy": [-1.0 - 0.01 * i] * 6} for i in range(5)]
+             + [{"success": False, "energy": [-1.0 - 0.01 * i] * 4 + [0.0] * 46} for i in range(5)])
+  jsonio.write(ebt / "eval.json", {"policy": "ebt", "inference": "mcmc-2", "train_steps": 10, "episodes": records})
+  jsonio.write(dp / "eval.json", {"policy": "diffusion", "episodes": [{"success": True, "length": 3}]})
+  row = energy_uncertainty.measure(str(ebt), [0, 4])
+  assert row["success_rate"] == 0.5 and row["num_episodes"] == 10 and row["inference"] == "mcmc-2"
+  assert row["windows"]["0"]["auroc"] == 1.0 and row["windows"]["0"]["p_value"] < 0.05
+  assert row["windows"]["4"]["auroc"] == pytest.approx(0.5)  # identical first 4 decisions: no signal yet
+  assert row["windows"]["4"]["mean_energy_failed"] == pytest.approx(row["windows"]["4"]["mean_energy_succeeded"])
+  assert row["median_decisions_succeeded"] == 6 and row["median_decisions_failed"] == 50
+  assert "| ebt | mcmc-2 | 0.50 (10) | 6 / 50 | first 4 | 0.50 |" in energy_uncertainty.table([row])
+  with pytest.raises(WorkdirError, match=r"dp/eval.json.*no per-decision 'energy'.*'diffusion'"):
+    energy_uncertainty.measure(str(dp), [0])
+  with pytest.raises(WorkdirError, match="no such file"):
+    energy_uncertainty.measure(str(tmp_path / "missing"), [0])

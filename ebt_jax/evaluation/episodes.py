@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from ebt_jax import paths
+from ebt_jax.errors import WorkdirError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +62,8 @@ def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
   decision), mean_final_energy (energy of each episode's last decision, averaged; None without an
   energy), per-episode records; with coverage (Push-T) also mean_max_coverage, mean_max_score (Diffusion
   Policy's reported score: the episode's max of min(coverage / 0.95, 1), averaged) and
-  energy_coverage_spearman (None without an energy)."""
+  energy_coverage_spearman (None without an energy); with an energy also energy_failure_auroc
+  (``energy_failure_auroc`` over all decisions; None when every episode succeeded or every one failed)."""
   has_energy = all(r.energy is not None for r in results)
   summary = {
       "success_rate": float(np.mean([r.success for r in results])),
@@ -66,6 +72,9 @@ def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
       "mean_sampler_steps": float(np.mean(np.concatenate([r.sampler_steps for r in results]))),
       "mean_final_energy": float(np.mean([r.energy[-1] for r in results])) if has_energy else None,
   }
+  if has_energy:
+    summary["energy_failure_auroc"] = energy_failure_auroc(
+        [{"energy": r.energy, "success": r.success} for r in results])
   if all(r.max_coverage is not None for r in results):
     cov = np.array([r.max_coverage for r in results])
     summary["mean_max_coverage"] = float(cov.mean())
@@ -92,6 +101,8 @@ def describe(summary: Mapping[str, Any]) -> str:
   parts += [f"length {summary['mean_episode_length']:.1f}", f"sampler steps {summary['mean_sampler_steps']:.2f}"]
   if summary.get("mean_final_energy") is not None:
     parts.append(f"final energy {summary['mean_final_energy']:.4f}")
+  if summary.get("energy_failure_auroc") is not None:
+    parts.append(f"energy failure AUROC {summary['energy_failure_auroc']:.2f}")
   return ", ".join(parts)
 
 
@@ -108,3 +119,50 @@ def energy_coverage_spearman(episodes: Sequence[Mapping[str, Any]]) -> float | N
   if len(episodes) < 3 or np.ptp(energy) == 0 or np.ptp(coverage) == 0:
     return None
   return float(stats.spearmanr(energy, coverage).statistic)
+
+
+def energy_failure_auroc(episodes: Sequence[Mapping[str, Any]], first_decisions: int = 0) -> float | None:
+  """AUROC of the energy as a failure detector: P(mean energy of a failed episode > that of a successful
+  one), ties counted half (the Mann-Whitney U statistic over n_failed * n_successful, scipy.stats).
+
+  The energy as an uncertainty signal on success-scored tasks: 1.0 when every failed episode's chosen
+  chunks had higher energy than every successful one's, 0.5 for no signal. Failed robomimic episodes run
+  to the horizon, so over all decisions their mean also covers steps a successful episode never reaches;
+  ``first_decisions`` = k > 0 uses each episode's first k decisions only (decision j at env step j * Ta),
+  the signal available before the outcome (episodes with fewer decisions use those they have).
+
+  Args:
+    episodes: eval.json records with ``energy`` ([decisions] float) and ``success`` (bool).
+    first_decisions: decisions per episode to average (0 = all).
+  Returns:
+    The AUROC in [0, 1]; None when every episode succeeded or every one failed.
+  Raises:
+    ValueError: ``first_decisions`` < 0, or an episode without energies (a diffusion policy's).
+  """
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  if first_decisions < 0:
+    raise ValueError(f"first_decisions must be >= 0 (0 = all decisions), got {first_decisions}")
+  if any(not e.get("energy") for e in episodes):
+    raise ValueError("energy_failure_auroc needs every episode's per-decision 'energy' (EBT evaluations)")
+  energy = np.array([np.mean(e["energy"][:first_decisions or None]) for e in episodes])
+  success = np.array([bool(e["success"]) for e in episodes])
+  failed, succeeded = energy[~success], energy[success]
+  if not len(failed) or not len(succeeded):
+    return None
+  u = stats.mannwhitneyu(failed, succeeded, alternative="two-sided").statistic
+  return float(u / (len(failed) * len(succeeded)))
+
+
+def read_eval_json(workdir: str) -> tuple[str, dict]:
+  """-> (the path as the user spelled it, for messages; the parsed ``<workdir>/eval.json``).
+
+  Raises:
+    WorkdirError: if ``<workdir>/eval.json`` is missing or not JSON.
+  """
+  path = os.path.join(workdir, "eval.json")  # a local path or a URI
+  if not paths.path(path).exists():
+    raise WorkdirError(f"{path}: no such file (has the run in {workdir} finished its evaluation?)")
+  try:
+    return path, json.loads(paths.path(path).read_text())
+  except json.JSONDecodeError as e:
+    raise WorkdirError(f"{path}: not valid JSON ({e})") from e
