@@ -226,10 +226,10 @@ def evaluate_run(workdir: str, which: str | int = "latest", inference: Sequence[
 
 def summary_table(result: dict) -> str:
   """The results as a text table: one row per label (success rate, mean sampler steps, mean final energy;
-  Push-T also mean max coverage)."""
-  coverage = any("mean_max_coverage" in r for r in result["by_inference"].values())
-  head = ["inference", "success_rate", "mean_sampler_steps", "mean_final_energy"] + (
-      ["mean_max_coverage"] if coverage else [])
+  EBT also the energy's failure AUROC, Push-T the mean max coverage)."""
+  has = lambda key: any(key in r for r in result["by_inference"].values())
+  head = ["inference", "success_rate", "mean_sampler_steps", "mean_final_energy"] + [
+      key for key in ("energy_failure_auroc", "mean_max_coverage") if has(key)]
   fmt = lambda v: "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
   rows = [[label, *(fmt(r.get(k)) for k in head[1:])] for label, r in result["by_inference"].items()]
   widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]

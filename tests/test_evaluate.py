@@ -114,8 +114,10 @@ def test_evaluate_writes_its_own_file_beside_eval_json(finished_run, capsys):
   with open(os.path.join(workdir, main.EVAL_FILE)) as f:
     assert f.read() == main_eval  # the main job's results untouched
   table = evaluate.summary_table(result)
-  assert table.splitlines()[0].split() == ["inference", "success_rate", "mean_sampler_steps", "mean_final_energy"]
+  assert table.splitlines()[0].split() == ["inference", "success_rate", "mean_sampler_steps", "mean_final_energy",
+                                           "energy_failure_auroc"]
   assert [row.split()[0] for row in table.splitlines()[2:]] == ["mcmc-2", "mcmc-1"]
+  assert all(row.split()[-1] == "-" for row in table.splitlines()[2:])  # one episode: no failure AUROC
 
 
 def test_evaluate_refuses_what_it_cannot_evaluate(finished_run):
