@@ -23,7 +23,7 @@ from scipy import stats
 
 from ebt_jax import cli, jsonio, paths
 from ebt_jax.errors import WorkdirError
-from ebt_jax.evaluation.episodes import energy_failure_auroc, read_eval_json
+from ebt_jax.evaluation.episodes import energies_by_outcome, energy_failure_auroc, read_eval_json
 
 
 def define_flags():
@@ -57,8 +57,7 @@ def measure(workdir: str, first_decisions: Sequence[int]) -> dict:
   windows = {}
   for k in first_decisions:
     auroc = energy_failure_auroc(episodes, k)
-    energy = np.array([np.mean(e["energy"][:k or None]) for e in episodes])
-    failed, succeeded = energy[~success], energy[success]
+    failed, succeeded = energies_by_outcome(episodes, k)
     p = (float(stats.mannwhitneyu(failed, succeeded, alternative="two-sided").pvalue)
          if auroc is not None else None)
     windows[str(k)] = {"auroc": auroc, "p_value": p,

@@ -62,8 +62,8 @@ def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
   decision), mean_final_energy (energy of each episode's last decision, averaged; None without an
   energy), per-episode records; with coverage (Push-T) also mean_max_coverage, mean_max_score (Diffusion
   Policy's reported score: the episode's max of min(coverage / 0.95, 1), averaged) and
-  energy_coverage_spearman (None without an energy); with an energy also energy_failure_auroc
-  (``energy_failure_auroc`` over all decisions; None when every episode succeeded or every one failed)."""
+  energy_coverage_spearman (None without an energy); with an energy also energy_failure_auroc (over all
+  decisions; None when every episode succeeded or every one failed)."""
   has_energy = all(r.energy is not None for r in results)
   summary = {
       "success_rate": float(np.mean([r.success for r in results])),
@@ -121,6 +121,23 @@ def energy_coverage_spearman(episodes: Sequence[Mapping[str, Any]]) -> float | N
   return float(stats.spearmanr(energy, coverage).statistic)
 
 
+def energies_by_outcome(episodes: Sequence[Mapping[str, Any]], first_decisions: int = 0
+                        ) -> tuple[np.ndarray, np.ndarray]:
+  """-> (failed [n_failed], successful [n_successful]): each episode's mean energy over its first
+  ``first_decisions`` decisions (0 = all; an episode with fewer uses those it has), split by ``success``.
+
+  Raises:
+    ValueError: ``first_decisions`` < 0, or an episode without energies (a diffusion policy's).
+  """
+  if first_decisions < 0:
+    raise ValueError(f"first_decisions must be >= 0 (0 = all decisions), got {first_decisions}")
+  if any(not e.get("energy") for e in episodes):
+    raise ValueError("the energy signal needs every episode's per-decision 'energy' (EBT evaluations)")
+  energy = np.array([np.mean(e["energy"][:first_decisions or None]) for e in episodes])
+  success = np.array([bool(e["success"]) for e in episodes], dtype=bool)
+  return energy[~success], energy[success]
+
+
 def energy_failure_auroc(episodes: Sequence[Mapping[str, Any]], first_decisions: int = 0) -> float | None:
   """AUROC of the energy as a failure detector: P(mean energy of a failed episode > that of a successful
   one), ties counted half (the Mann-Whitney U statistic over n_failed * n_successful, scipy.stats).
@@ -140,13 +157,7 @@ def energy_failure_auroc(episodes: Sequence[Mapping[str, Any]], first_decisions:
     ValueError: ``first_decisions`` < 0, or an episode without energies (a diffusion policy's).
   """
   from scipy import stats  # pylint: disable=g-import-not-at-top
-  if first_decisions < 0:
-    raise ValueError(f"first_decisions must be >= 0 (0 = all decisions), got {first_decisions}")
-  if any(not e.get("energy") for e in episodes):
-    raise ValueError("energy_failure_auroc needs every episode's per-decision 'energy' (EBT evaluations)")
-  energy = np.array([np.mean(e["energy"][:first_decisions or None]) for e in episodes])
-  success = np.array([bool(e["success"]) for e in episodes])
-  failed, succeeded = energy[~success], energy[success]
+  failed, succeeded = energies_by_outcome(episodes, first_decisions)
   if not len(failed) or not len(succeeded):
     return None
   u = stats.mannwhitneyu(failed, succeeded, alternative="two-sided").statistic
