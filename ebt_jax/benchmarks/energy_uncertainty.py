@@ -50,7 +50,7 @@ def measure(workdir: str, first_decisions: Sequence[int]) -> dict:
   """
   path, result = read_eval_json(workdir)
   episodes = result.get("episodes") or []
-  if not episodes or any(not e.get("energy") for e in episodes):
+  if not episodes or any(e.get("energy") is None or len(e["energy"]) == 0 for e in episodes):
     raise WorkdirError(f"{path}: its episodes carry no per-decision 'energy' (policy "
                        f"{result.get('policy')!r}); the energy signal needs an EBT evaluation")
   success = np.array([bool(e["success"]) for e in episodes])

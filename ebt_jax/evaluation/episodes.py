@@ -131,7 +131,7 @@ def energies_by_outcome(episodes: Sequence[Mapping[str, Any]], first_decisions: 
   """
   if first_decisions < 0:
     raise ValueError(f"first_decisions must be >= 0 (0 = all decisions), got {first_decisions}")
-  if any(not e.get("energy") for e in episodes):
+  if any(e.get("energy") is None or len(e["energy"]) == 0 for e in episodes):  # lists or arrays
     raise ValueError("the energy signal needs every episode's per-decision 'energy' (EBT evaluations)")
   energy = np.array([np.mean(e["energy"][:first_decisions or None]) for e in episodes])
   success = np.array([bool(e["success"]) for e in episodes], dtype=bool)
