@@ -38,11 +38,11 @@ from absl import flags, logging
 from ebt_jax import cli, jsonio, paths, policies, tasks, validation
 from ebt_jax.data import datasets, robomimic_hdf5
 from ebt_jax.errors import ConfigError, DatasetError, WorkdirError
-from ebt_jax.evaluation import backends
+from ebt_jax.evaluation import backends, episodes
 from ebt_jax.training import checkpoint, trainer
 
 EVALS_DIR = "evals"  # <workdir>/evals/: one JSON file per evaluate command
-MAIN_EVAL_FILE = "eval.json"  # the main job's file (ebt_jax.main.EVAL_FILE), never written here
+MAIN_EVAL_FILE = episodes.EVAL_FILE  # the main job's file (ebt_jax.main.EVAL_FILE), never written here
 OVERRIDES = {"backend": "eval.backend", "num_episodes": "eval.num_episodes", "horizon": "eval.horizon",
              "seed": "eval.seed", "video_episodes": "eval.video_episodes"}  # flag -> the config field it overrides
 

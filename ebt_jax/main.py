@@ -45,7 +45,7 @@ from ebt_jax import cli, collect, jsonio, paths, render, tasks, validation
 from ebt_jax.data import datasets
 from ebt_jax.envs import pusht, robosuite_env
 from ebt_jax.errors import ConfigError
-from ebt_jax.evaluation import backends, plots
+from ebt_jax.evaluation import backends, episodes, plots
 from ebt_jax.evaluation.policy import Policy
 from ebt_jax.training import checkpoint, distributed, preemption, trainer, workdir as workdir_lib, writers
 
@@ -64,7 +64,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: this
                                    "$JAX_PROCESS_ID, else auto-detected).", lower_bound=0)
 _SKIP_EVAL = flags.DEFINE_bool("skip_eval", False, "Train only.")
 
-EVAL_FILE = "eval.json"
+EVAL_FILE = episodes.EVAL_FILE
 ENERGY_PLOT = "energy_vs_step.png"
 CURVE_PLOT = "coverage_vs_steps.png"
 VIDEO_DIR = "videos"  # <workdir>/videos/<label>/episode_<k>_<success|failure>.mp4 (eval.video_episodes)

@@ -6,7 +6,8 @@ r"""The energy as an uncertainty signal: does a failed episode's energy stand ou
 Reads each EBT run's final evaluation (``<run>/eval.json``: per episode its success and the energy of the
 chunk chosen at every decision) and reports, per run and per window of each episode's first k decisions
 (k = 0: all decisions), the AUROC of the window's mean energy as a failure detector
-(``episodes.energy_failure_auroc``: P(a failed episode's energy > a successful one's), 0.5 = no signal) with
+(``episodes.failure_auroc_test``, as ``energy_failure_auroc``: P(a failed episode's energy > a successful
+one's), 0.5 = no signal) with
 the two-sided Mann-Whitney p-value of "no signal" (scipy.stats), and the mean energy of failed and successful
 episodes. Failed robomimic episodes run to the horizon, so the all-decision mean also covers phases a
 successful episode never reaches (e.g. re-grasping); the first-k windows are the signal available before the
@@ -19,11 +20,10 @@ from typing import Sequence
 
 import numpy as np
 from absl import flags
-from scipy import stats
 
 from ebt_jax import cli, jsonio, paths
 from ebt_jax.errors import WorkdirError
-from ebt_jax.evaluation.episodes import energies_by_outcome, energy_failure_auroc, read_eval_json
+from ebt_jax.evaluation.episodes import energies_by_outcome, failure_auroc_test, read_eval_json
 
 
 def define_flags():
@@ -56,10 +56,8 @@ def measure(workdir: str, first_decisions: Sequence[int]) -> dict:
   success = np.array([bool(e["success"]) for e in episodes])
   windows = {}
   for k in first_decisions:
-    auroc = energy_failure_auroc(episodes, k)
     failed, succeeded = energies_by_outcome(episodes, k)
-    p = (float(stats.mannwhitneyu(failed, succeeded, alternative="two-sided").pvalue)
-         if auroc is not None else None)
+    auroc, p = failure_auroc_test(failed, succeeded) or (None, None)
     windows[str(k)] = {"auroc": auroc, "p_value": p,
                        "mean_energy_failed": float(failed.mean()) if len(failed) else None,
                        "mean_energy_succeeded": float(succeeded.mean()) if len(succeeded) else None}

@@ -12,6 +12,8 @@ import numpy as np
 from ebt_jax import paths
 from ebt_jax.errors import WorkdirError
 
+EVAL_FILE = "eval.json"  # a run's final evaluation (<workdir>/eval.json), written by ebt_jax.main
+
 
 @dataclasses.dataclass(frozen=True)
 class EpisodeResult:
@@ -156,12 +158,19 @@ def energy_failure_auroc(episodes: Sequence[Mapping[str, Any]], first_decisions:
   Raises:
     ValueError: ``first_decisions`` < 0, or an episode without energies (a diffusion policy's).
   """
+  test = failure_auroc_test(*energies_by_outcome(episodes, first_decisions))
+  return None if test is None else test[0]
+
+
+def failure_auroc_test(failed: np.ndarray, succeeded: np.ndarray) -> tuple[float, float] | None:
+  """(AUROC, two-sided p of "no signal") of per-episode energies ``failed`` [n_failed] against ``succeeded``
+  [n_successful]: the Mann-Whitney U statistic over n_failed * n_successful and its p-value (scipy.stats);
+  None when either class is empty."""
   from scipy import stats  # pylint: disable=g-import-not-at-top
-  failed, succeeded = energies_by_outcome(episodes, first_decisions)
   if not len(failed) or not len(succeeded):
     return None
-  u = stats.mannwhitneyu(failed, succeeded, alternative="two-sided").statistic
-  return float(u / (len(failed) * len(succeeded)))
+  test = stats.mannwhitneyu(failed, succeeded, alternative="two-sided")
+  return float(test.statistic / (len(failed) * len(succeeded))), float(test.pvalue)
 
 
 def read_eval_json(workdir: str) -> tuple[str, dict]:
@@ -170,7 +179,7 @@ def read_eval_json(workdir: str) -> tuple[str, dict]:
   Raises:
     WorkdirError: if ``<workdir>/eval.json`` is missing or not JSON.
   """
-  path = os.path.join(workdir, "eval.json")  # a local path or a URI
+  path = os.path.join(workdir, EVAL_FILE)  # a local path or a URI
   if not paths.path(path).exists():
     raise WorkdirError(f"{path}: no such file (has the run in {workdir} finished its evaluation?)")
   try:
