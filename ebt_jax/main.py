@@ -205,6 +205,9 @@ def _run(config, workdir: str, skip_eval: bool, writer: writers.Writer) -> dict 
                 train_epochs=trainer.epochs(config, demos, step),
                 train_wall_s=trainer.train_wall_s(workdir),
                 wall_time_s={"data_and_train": t_train - t0, "eval": time.time() - t_train})
+  # A finished run started again (same workdir and num_steps) evaluates its final checkpoint again: that
+  # evaluation replaces the curve's earlier final row instead of counting twice.
+  trainer.truncate_records(str(paths.path(workdir) / trainer.CURVE_FILE), step - 1)
   result["best_over_training"] = best_over_training(config, workdir, result, state, normalizer)
   jsonio.write(paths.path(workdir) / EVAL_FILE, result)
   if config.eval.get("every_steps", 0):

@@ -85,6 +85,13 @@ def test_main_job_trains_evaluates_and_resumes(two_demos, tmp_path):
   with h5py.File(two_demos) as f:
     demo_seeds = {int(f["data"][n].attrs["seed"]) for n in f["data"]}
   assert not demo_seeds & {e["seed"] for e in saved["episodes"]}
+  # The same command again (a finished run) evaluates the step-4 checkpoint again, to the same numbers
+  # (seeded episodes), and its final row replaces the first one: one row per step, two evaluations.
+  again = main.run(config, workdir)
+  assert again["by_inference"]["mcmc-2"]["success_rate"] == saved["success_rate"]
+  with open(os.path.join(workdir, "eval_curve.jsonl")) as f:
+    assert [json.loads(l)["step"] for l in f] == [2, 4]
+  assert again["best_over_training"]["num_evaluations"] == 2
   # A longer schedule resumes from the step-4 checkpoint.
   config.train.num_steps = 6
   assert main.run(config, workdir, skip_eval=True) is None

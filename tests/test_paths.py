@@ -128,8 +128,8 @@ def test_trainer_files_truncate_on_resume_and_read_back(root):
     trainer.append_record(metrics, {"step": step, "train_wall_s": 1.5 * step})
     trainer.append_record(curve, {"step": step, "success_rate": step / 100})
   assert trainer.train_wall_s(root) == 60.0
-  trainer._truncate_metrics(metrics, 20)  # pylint: disable=protected-access  (a run resumed from step 20)
-  trainer._truncate_metrics(curve, 20)  # pylint: disable=protected-access
+  trainer.truncate_records(metrics, 20)  # a run resumed from step 20
+  trainer.truncate_records(curve, 20)
   assert [r["step"] for r in jsonio.read_lines(metrics)] == [10, 20]
   assert trainer.train_wall_s(root) == 30.0
   assert trainer.read_curve(root) == [{"step": 10, "success_rate": 0.1}, {"step": 20, "success_rate": 0.2}]

@@ -114,9 +114,11 @@ def append_record(path: str, record: dict) -> None:
   jsonio.append_line(path, record)
 
 
-def _truncate_metrics(path: str, last_step: int) -> None:
-  """Drops records past ``last_step`` (written after the checkpoint a resumed run starts from) from the
-  JSON Lines file ``path`` (local path or ``gs://`` URI; rewritten atomically, ``paths.write_atomic``)."""
+def truncate_records(path: str, last_step: int) -> None:
+  """Drops records past ``last_step`` from the JSON Lines file ``path`` (``metrics.jsonl``,
+  ``eval_curve.jsonl``; local path or ``gs://`` URI; rewritten atomically, ``paths.write_atomic``; process 0
+  only; no file: nothing). Used for those written after the checkpoint a resumed run starts from, and by the
+  main job before a finished run's final evaluation is recorded again."""
   target = paths.path(path)
   if jax.process_index() != 0 or not target.exists():
     return
@@ -312,8 +314,8 @@ def _train(config, workdir: str, demos: Demos, on_step, evaluate,
     writer.restart(start)
   metrics_path = str(paths.path(workdir) / METRICS_FILE)
   curve_path = str(paths.path(workdir) / CURVE_FILE)
-  _truncate_metrics(metrics_path, start)
-  _truncate_metrics(curve_path, start)
+  truncate_records(metrics_path, start)
+  truncate_records(curve_path, start)
   if jax.process_index() == 0:
     jsonio.write(paths.path(workdir) / ENV_ARGS_FILE, dict(demos.env_args))
   eval_every = config.eval.get("every_steps", 0) if "eval" in config else 0
