@@ -23,7 +23,7 @@ from absl import flags
 
 from ebt_jax import cli, jsonio, paths
 from ebt_jax.errors import WorkdirError
-from ebt_jax.evaluation.episodes import energies_by_outcome, failure_auroc_test, read_eval_json
+from ebt_jax.evaluation.episodes import energies_by_outcome, failure_auroc_test, has_energies, read_eval_json
 
 
 def define_flags():
@@ -50,7 +50,7 @@ def measure(workdir: str, first_decisions: Sequence[int]) -> dict:
   """
   path, result = read_eval_json(workdir)
   episodes = result.get("episodes") or []
-  if not episodes or any(e.get("energy") is None or len(e["energy"]) == 0 for e in episodes):
+  if not episodes or not has_energies(episodes):
     raise WorkdirError(f"{path}: its episodes carry no per-decision 'energy' (policy "
                        f"{result.get('policy')!r}); the energy signal needs an EBT evaluation")
   success = np.array([bool(e["success"]) for e in episodes])

@@ -123,6 +123,12 @@ def energy_coverage_spearman(episodes: Sequence[Mapping[str, Any]]) -> float | N
   return float(stats.spearmanr(energy, coverage).statistic)
 
 
+def has_energies(episodes: Sequence[Mapping[str, Any]]) -> bool:
+  """Whether every eval.json episode record carries a non-empty per-decision ``energy`` (a list, or an
+  array [decisions]): true of EBT evaluations, false of a diffusion policy's."""
+  return all(e.get("energy") is not None and len(e["energy"]) > 0 for e in episodes)
+
+
 def energies_by_outcome(episodes: Sequence[Mapping[str, Any]], first_decisions: int = 0
                         ) -> tuple[np.ndarray, np.ndarray]:
   """-> (failed [n_failed], successful [n_successful]): each episode's mean energy over its first
@@ -133,7 +139,7 @@ def energies_by_outcome(episodes: Sequence[Mapping[str, Any]], first_decisions: 
   """
   if first_decisions < 0:
     raise ValueError(f"first_decisions must be >= 0 (0 = all decisions), got {first_decisions}")
-  if any(e.get("energy") is None or len(e["energy"]) == 0 for e in episodes):  # lists or arrays
+  if not has_energies(episodes):
     raise ValueError("the energy signal needs every episode's per-decision 'energy' (EBT evaluations)")
   energy = np.array([np.mean(e["energy"][:first_decisions or None]) for e in episodes])
   success = np.array([bool(e["success"]) for e in episodes], dtype=bool)
